@@ -1,0 +1,57 @@
+"""wsbridge: bridge a pub/sub broker (Redis or in-memory) to WebSocket clients.
+
+The core is framework-agnostic; adapters live in ``wsbridge.asgi``,
+``wsbridge.starlette``, ``wsbridge.fastapi`` and ``wsbridge.aiohttp``.
+"""
+
+from wsbridge._version import __version__
+from wsbridge.broadcaster import Broadcaster, Frame, OverflowPolicy, Stats, Subscriber
+from wsbridge.channel import Channel, glob_match, is_pattern, validate_channel
+from wsbridge.endpoint import ConnectionInfo, Endpoint, Handshake, Transport, TransportClosed
+from wsbridge.exceptions import (
+    BrokerClosedError,
+    BrokerError,
+    BrokerUnavailableError,
+    ClientFrameError,
+    ClientPolicyError,
+    ConfigurationError,
+    EventValidationError,
+    InvalidChannelError,
+    ProtocolError,
+    WsbridgeError,
+)
+from wsbridge.schema import DeliveryKind, EventSchema, Registry
+from wsbridge.session import Session, SessionLimits
+
+__all__ = [
+    "Broadcaster",
+    "BrokerClosedError",
+    "BrokerError",
+    "BrokerUnavailableError",
+    "Channel",
+    "ClientFrameError",
+    "ClientPolicyError",
+    "ConfigurationError",
+    "ConnectionInfo",
+    "DeliveryKind",
+    "Endpoint",
+    "EventSchema",
+    "EventValidationError",
+    "Frame",
+    "Handshake",
+    "InvalidChannelError",
+    "OverflowPolicy",
+    "ProtocolError",
+    "Registry",
+    "Session",
+    "SessionLimits",
+    "Stats",
+    "Subscriber",
+    "Transport",
+    "TransportClosed",
+    "WsbridgeError",
+    "__version__",
+    "glob_match",
+    "is_pattern",
+    "validate_channel",
+]

@@ -1,0 +1,174 @@
+"""A plain ASGI application serving the wsbridge endpoint.
+
+Run it on any ASGI server (uvicorn, hypercorn, daphne), or mount it in an ASGI app::
+
+    from wsbridge import Broadcaster, Endpoint
+    from wsbridge.asgi import WebSocketApp
+
+    app = WebSocketApp(Endpoint(Broadcaster("redis://localhost:6379/0")))
+
+With ``lifespan=True`` (the default) it starts and stops the broadcaster on the ASGI
+lifespan events; pass ``lifespan=False`` when the host application does that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from wsbridge import protocol
+from wsbridge.broadcaster import Broadcaster
+from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed
+
+__all__ = ["ASGITransport", "WebSocketApp", "as_endpoint"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def as_endpoint(target: Endpoint | Broadcaster) -> Endpoint:
+    """Accept an :class:`Endpoint`, or a :class:`Broadcaster` served with the defaults."""
+    return target if isinstance(target, Endpoint) else Endpoint(target)
+
+
+class ASGITransport:
+    """A :class:`~wsbridge.endpoint.Transport` over an accepted ASGI WebSocket."""
+
+    __slots__ = ("_receive", "_send")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+
+    async def receive(self) -> str | bytes | None:
+        """Return the next client frame, or ``None`` on disconnect."""
+        for _ in range(1000):  # servers send nothing else here; the bound guards a broken one
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                if text is not None:
+                    return str(text)
+                return bytes(message.get("bytes") or b"")
+            if kind == "websocket.disconnect":
+                return None
+        return None
+
+    async def send(self, text: str) -> None:
+        """Send one text frame."""
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except Exception as exc:  # the server raises its own error once the client has gone
+            raise TransportClosed from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the connection; errors from an already closed one are ignored."""
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+
+def connection_info(scope: Scope) -> ConnectionInfo:
+    """Extract the handshake's request data from an ASGI WebSocket scope."""
+    client = scope.get("client")
+    return ConnectionInfo.build(
+        path=str(scope.get("path", "")),
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])],
+        query_string=bytes(scope.get("query_string", b"")).decode("latin-1"),
+        client=(str(client[0]), int(client[1])) if client else None,
+        subprotocols=list(scope.get("subprotocols") or ()),
+    )
+
+
+class WebSocketApp:
+    """An ASGI app: serves WebSocket connections with an :class:`Endpoint`.
+
+    ``path``, if given, is the only path served (others get 404); leave it ``None`` when
+    a router in front already chose the path. HTTP requests get ``426 Upgrade Required``.
+    """
+
+    def __init__(
+        self,
+        target: Endpoint | Broadcaster,
+        *,
+        lifespan: bool = True,
+        path: str | None = None,
+    ) -> None:
+        self.endpoint = as_endpoint(target)
+        self.lifespan = lifespan
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: websocket, lifespan or (refused) http."""
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "http":
+            status, body = (426, b"WebSocket endpoint: connect with a WebSocket client\n")
+            if self.path is not None and scope.get("path") != self.path:
+                status, body = 404, b"Not Found\n"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"upgrade", b"websocket"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if self.path is not None and scope.get("path") != self.path:
+            await self._refuse(scope, send, 404, "not found")
+            return
+        handshake = await self.endpoint.handshake(connection_info(scope))
+        if not handshake.accepted:
+            await self._refuse(scope, send, handshake.status, handshake.reason)
+            return
+        await send({"type": "websocket.accept"})
+        await self.endpoint.serve(ASGITransport(receive, send), handshake.principal)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": reason.encode() + b"\n"})
+        else:  # closing before accept makes the server answer 403
+            await send({"type": "websocket.close", "code": protocol.CLOSE_POLICY_VIOLATION})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        if not self.lifespan:
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        broadcaster = self.endpoint.broadcaster
+        try:
+            await broadcaster.__aenter__()
+        except Exception as exc:
+            await send({"type": "lifespan.startup.failed", "message": f"wsbridge: {exc}"})
+            return
+        try:
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+        finally:
+            await broadcaster.aclose()
+        await send({"type": "lifespan.shutdown.complete"})

@@ -1,0 +1,196 @@
+"""Redis pub/sub backend on redis-py's asyncio client.
+
+One dedicated connection carries every subscription of the process; publishes go through
+a small connection pool. URLs: ``redis://[[user]:[password]@]host:port/db``,
+``rediss://...`` (TLS; ``ssl_*`` options such as ``ssl_ca_certs`` are passed through) and
+``unix:///path/to/socket``. Any keyword option of ``redis.asyncio.ConnectionPool.from_url``
+(``password``, ``username``, ``ssl_certfile``, ...) can be given to the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
+
+from wsbridge.backends import BrokerMessage
+from wsbridge.exceptions import BrokerClosedError, BrokerUnavailableError
+
+__all__ = ["RedisBackend"]
+
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class RedisBackend:
+    """Redis pub/sub, with subscription confirmations and a PING health check.
+
+    ``connect_timeout`` bounds opening a connection, ``command_timeout`` bounds a publish
+    and the wait for a subscription's confirmation. Both fail with
+    :class:`~wsbridge.BrokerUnavailableError`, never hang.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        **redis_options: Any,
+    ) -> None:
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._options = redis_options
+        self._pool: ConnectionPool | None = None
+        self._client: Redis | None = None
+        self._conn: AbstractConnection | None = None
+        self._write_lock = anyio.Lock()
+        self._confirmations: dict[tuple[bytes, str], anyio.Event] = {}
+        self._awaiting_pong = False
+
+    @property
+    def url(self) -> str:
+        """The URL this backend connects to."""
+        return self._url
+
+    def _make_pool(self) -> ConnectionPool:
+        options: dict[str, Any] = {
+            "socket_connect_timeout": self._connect_timeout,
+            "socket_timeout": self._command_timeout,
+            "health_check_interval": 0,
+            # RESP2 everywhere: pub/sub replies are plain arrays on every server version,
+            # and redis-py's newer RESP3 default routes them to push handlers instead.
+            "protocol": 2,
+        }
+        options.update(self._options)
+        return ConnectionPool.from_url(self._url, **options)
+
+    async def connect(self) -> None:
+        """Open the subscription connection (and the publish pool on first use)."""
+        await self._drop_subscriber()
+        if self._pool is None:
+            self._pool = self._make_pool()
+            self._client = Redis(connection_pool=self._pool)
+        kwargs = dict(self._pool.connection_kwargs)
+        # Subscriptions stay idle for long stretches: only the health check may time out.
+        kwargs["socket_timeout"] = None
+        conn: AbstractConnection = self._pool.connection_class(**kwargs)
+        try:
+            with anyio.fail_after(self._connect_timeout * 2):
+                await conn.connect()  # type: ignore[no-untyped-call]
+        except _FAILURES as exc:
+            await conn.disconnect()
+            raise BrokerUnavailableError(f"cannot connect to Redis: {exc}") from exc
+        self._conn = conn
+        self._awaiting_pong = False
+
+    async def _drop_subscriber(self) -> None:
+        conn, self._conn = self._conn, None
+        for event in self._confirmations.values():
+            event.set()
+        self._confirmations.clear()
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                await conn.disconnect(nowait=True)
+
+    async def close(self) -> None:
+        """Close the subscription connection and the publish pool."""
+        await self._drop_subscriber()
+        client, self._client = self._client, None
+        pool, self._pool = self._pool, None
+        with anyio.CancelScope(shield=True):
+            if client is not None:
+                await client.aclose()
+            if pool is not None:
+                await pool.disconnect()
+
+    def _connection(self) -> AbstractConnection:
+        if self._conn is None:
+            raise BrokerUnavailableError("not connected to Redis")
+        return self._conn
+
+    async def _send(self, *args: str) -> None:
+        conn = self._connection()
+        try:
+            async with self._write_lock:
+                with anyio.fail_after(self._command_timeout):
+                    await conn.send_command(*args)
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(f"lost the Redis subscription connection: {exc}") from exc
+
+    async def subscribe(self, channels: Sequence[str], patterns: Sequence[str]) -> None:
+        """SUBSCRIBE and PSUBSCRIBE, then wait for Redis to confirm each one."""
+        waits = [(b"subscribe", ch) for ch in channels] + [(b"psubscribe", p) for p in patterns]
+        events = [self._confirmations.setdefault(key, anyio.Event()) for key in waits]
+        if channels:
+            await self._send("SUBSCRIBE", *channels)
+        if patterns:
+            await self._send("PSUBSCRIBE", *patterns)
+        try:
+            with anyio.fail_after(self._command_timeout):
+                for event in events:
+                    await event.wait()
+        except TimeoutError as exc:
+            raise BrokerUnavailableError("Redis did not confirm a subscription in time") from exc
+        if self._conn is None:
+            raise BrokerUnavailableError("lost the Redis connection while subscribing")
+
+    async def unsubscribe(self, channels: Sequence[str], patterns: Sequence[str]) -> None:
+        """UNSUBSCRIBE and PUNSUBSCRIBE; Redis answers in order, no need to wait."""
+        if channels:
+            await self._send("UNSUBSCRIBE", *channels)
+        if patterns:
+            await self._send("PUNSUBSCRIBE", *patterns)
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        """PUBLISH, failing within ``command_timeout`` if Redis cannot be reached."""
+        client = self._client
+        if client is None:
+            raise BrokerClosedError("the Redis backend is not connected")
+        try:
+            with anyio.fail_after(self._command_timeout):
+                await client.publish(channel, data)
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(f"cannot publish to {channel!r}: {exc}") from exc
+
+    async def messages(self) -> AsyncIterator[BrokerMessage]:
+        """Yield messages until the connection fails (then raise BrokerUnavailableError)."""
+        conn = self._connection()
+        confirmations = self._confirmations
+        while True:
+            try:
+                reply = await conn.read_response()
+            except _FAILURES as exc:
+                raise BrokerUnavailableError(
+                    f"lost the Redis subscription connection: {exc}"
+                ) from exc
+            if not isinstance(reply, list) or not reply:
+                continue
+            kind = reply[0]
+            if kind == b"message":
+                yield BrokerMessage(_text(reply[1]), None, reply[2])
+            elif kind == b"pmessage":
+                yield BrokerMessage(_text(reply[2]), _text(reply[1]), reply[3])
+            elif kind in (b"subscribe", b"psubscribe"):
+                event = confirmations.pop((kind, _text(reply[1])), None)
+                if event is not None:
+                    event.set()
+            elif kind == b"pong":
+                self._awaiting_pong = False
+
+    async def health_check(self) -> None:
+        """Send PING; if the previous PING got no answer, the connection is dead."""
+        self._connection()
+        if self._awaiting_pong:
+            await self._drop_subscriber()
+            raise BrokerUnavailableError("Redis stopped answering PING")
+        self._awaiting_pong = True
+        await self._send("PING")

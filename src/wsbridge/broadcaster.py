@@ -1,0 +1,680 @@
+"""The Broadcaster: one broker connection per process, and the local fan-out.
+
+Every client is a :class:`Subscriber` with its own bounded outbox. The broadcaster holds
+one upstream subscription per channel or pattern, reference-counted across subscribers,
+and turns each broker message into its wire frame once, whatever the number of
+recipients. Delivering a frame to a subscriber never waits: a full outbox is handled by
+the subscriber's overflow policy, so one slow client never delays another.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+
+from wsbridge import protocol
+from wsbridge.backends import Backend, BrokerMessage, backend_from_url
+from wsbridge.channel import glob_match, is_pattern, validate_channel
+from wsbridge.exceptions import BrokerClosedError, BrokerUnavailableError, ConfigurationError
+from wsbridge.schema import DeliveryKind, Registry
+
+__all__ = ["Broadcaster", "Frame", "OverflowPolicy", "Stats", "Subscriber"]
+
+logger = logging.getLogger("wsbridge")
+
+
+class OverflowPolicy(str, Enum):
+    """What a subscriber does when its outbox is full.
+
+    In both cases ``state`` channels are conflated first: only the newest unsent value
+    per channel is kept. ``DISCONNECT`` (the default) then closes the client with
+    :data:`~wsbridge.protocol.CLOSE_SLOW_CONSUMER` so it reconnects and resynchronises;
+    ``DROP`` discards the new frame and counts it.
+    """
+
+    DISCONNECT = "disconnect"
+    DROP = "drop"
+
+
+class Frame:
+    """One outbound frame, built once and shared by every recipient."""
+
+    __slots__ = ("channel", "conflatable", "size", "text")
+
+    def __init__(self, channel: str, text: str, *, conflatable: bool = False) -> None:
+        self.channel = channel
+        self.text = text
+        self.size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        self.conflatable = conflatable
+
+    def __repr__(self) -> str:
+        return f"Frame({self.channel!r}, {self.text[:60]!r})"
+
+
+@dataclass
+class Stats:
+    """Counters of one broadcaster. ``per_channel`` maps a channel to its own counters."""
+
+    connections: int = 0
+    subscriptions: int = 0
+    upstream_subscriptions: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_out: int = 0
+    conflated: int = 0
+    dropped: int = 0
+    slow_consumer_disconnects: int = 0
+    broker_reconnects: int = 0
+    validation_failures: int = 0
+    broker_connected: bool = False
+    per_channel: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class _Counters:
+    __slots__ = (
+        "broker_reconnects",
+        "bytes_out",
+        "conflated",
+        "dropped",
+        "messages_in",
+        "messages_out",
+        "per_channel",
+        "slow_consumer_disconnects",
+        "validation_failures",
+    )
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_out = 0
+        self.conflated = 0
+        self.dropped = 0
+        self.slow_consumer_disconnects = 0
+        self.broker_reconnects = 0
+        self.validation_failures = 0
+        self.per_channel: dict[str, dict[str, int]] = {}
+
+    def bump(self, channel: str, name: str, n: int = 1) -> None:
+        counters = self.per_channel.get(channel)
+        if counters is None:
+            counters = self.per_channel[channel] = {}
+        counters[name] = counters.get(name, 0) + n
+
+
+class Subscriber:
+    """One client of the broadcaster: its subscriptions and its bounded outbox.
+
+    Create one with :meth:`Broadcaster.subscriber` and use it as an async context
+    manager; leaving it drops every subscription. Iterate it (or call :meth:`get`) to
+    receive frames; an adapter writes ``frame.text`` to its socket.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_broadcaster",
+        "_bytes",
+        "_channels",
+        "_counters",
+        "_max_bytes",
+        "_max_messages",
+        "_patterns",
+        "_policy",
+        "_queue",
+        "_wakeup",
+        "close_code",
+        "close_reason",
+    )
+
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        *,
+        max_messages: int,
+        max_bytes: int,
+        overflow: OverflowPolicy,
+    ) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            raise ConfigurationError("outbox limits must be positive")
+        self._broadcaster = broadcaster
+        self._counters = broadcaster._counters
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._policy = OverflowPolicy(overflow)
+        self._queue: deque[Frame] = deque()
+        self._bytes = 0
+        self._wakeup: anyio.Event | None = None
+        self._channels: set[str] = set()
+        self._patterns: list[str] = []
+        #: Set when the subscriber must be disconnected: the close code and reason.
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    # -- subscriptions -------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        """The channels and patterns this subscriber receives."""
+        return frozenset(self._channels).union(self._patterns)
+
+    async def subscribe(self, channels: Iterable[str]) -> None:
+        """Receive these channels or patterns; returns once the broker confirmed them."""
+        await self._broadcaster._subscribe(self, list(channels))
+
+    async def unsubscribe(self, channels: Iterable[str]) -> None:
+        """Stop receiving these channels or patterns."""
+        await self._broadcaster._unsubscribe(self, list(channels))
+
+    def _owns(self, channel: str, pattern: str) -> bool:
+        # A subscriber whose subscriptions overlap gets each event once: through its exact
+        # subscription if it has one, else through its smallest matching pattern.
+        if channel in self._channels:
+            return False
+        patterns = self._patterns
+        if len(patterns) == 1:
+            return True
+        for p in patterns:  # kept sorted
+            if glob_match(p, channel):
+                return p == pattern
+        return False
+
+    # -- outbox --------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Frames waiting to be sent."""
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        """True once the subscriber was told to disconnect."""
+        return self.close_code is not None
+
+    def push(self, frame: Frame) -> None:
+        """Queue a frame without waiting; apply the overflow policy when full."""
+        if self.close_code is not None:
+            return
+        queue = self._queue
+        full = len(queue) >= self._max_messages or self._bytes + frame.size > self._max_bytes
+        if full and not self._make_room(frame):
+            return
+        queue.append(frame)
+        self._bytes += frame.size
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    def send_text(self, text: str) -> None:
+        """Queue a control frame (a pong, an acknowledgement) for this client only."""
+        self.push(Frame("", text))
+
+    def _make_room(self, frame: Frame) -> bool:
+        counters = self._counters
+        if frame.conflatable:
+            stale = [f for f in self._queue if f.channel == frame.channel]
+            if stale:
+                keep = [f for f in self._queue if f.channel != frame.channel]
+                self._queue.clear()
+                self._queue.extend(keep)
+                self._bytes -= sum(f.size for f in stale)
+                counters.conflated += len(stale)
+                counters.bump(frame.channel, "conflated", len(stale))
+            if (
+                len(self._queue) < self._max_messages
+                and self._bytes + frame.size <= self._max_bytes
+            ):
+                return True
+        if self._policy is OverflowPolicy.DROP and frame.channel:
+            counters.dropped += 1
+            counters.bump(frame.channel, "dropped")
+            return False
+        counters.slow_consumer_disconnects += 1
+        self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound buffer full")
+        return False
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the driver to close this client; pending frames are discarded."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        self._queue.clear()
+        self._bytes = 0
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    def get_nowait(self) -> list[Frame]:
+        """Take every pending frame, oldest first, without waiting."""
+        frames = list(self._queue)
+        self._queue.clear()
+        counters = self._counters
+        counters.messages_out += len(frames)
+        counters.bytes_out += self._bytes
+        self._bytes = 0
+        return frames
+
+    async def get(self) -> list[Frame]:
+        """Wait for frames and take all of them; an empty list means: close now."""
+        while not self._queue and self.close_code is None:
+            wakeup = self._wakeup = anyio.Event()
+            await wakeup.wait()
+        if self.close_code is not None:
+            return []
+        return self.get_nowait()
+
+    def __aiter__(self) -> AsyncIterator[Frame]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Frame]:
+        while True:
+            frames = await self.get()
+            if not frames:
+                return
+            for frame in frames:
+                yield frame
+
+    async def __aenter__(self) -> Subscriber:
+        self._broadcaster._attach(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._broadcaster._detach(self)
+
+
+ValidationPolicy = Literal["forward", "drop", "off"]
+
+
+class Broadcaster:
+    """Owns one broker connection per process and fans its messages out to subscribers.
+
+    ``broker`` is a URL (``memory://``, ``redis://host:6379/0``, ``rediss://...``) or a
+    ready :class:`~wsbridge.backends.Backend`. ``registry`` holds the event schemas: it
+    validates what :meth:`publish` sends and tells which channels carry state.
+    ``validation`` says what to do with a broker message that fails its schema (another
+    process published it): ``"forward"`` it unchanged (the default, as the reference
+    system does), ``"drop"`` it, or ``"off"`` to skip the check. Either way failures are
+    counted, and logged at most once per ``log_interval`` seconds per channel.
+
+    Use it as an async context manager, or pass :meth:`lifespan` to an ASGI framework.
+    """
+
+    def __init__(
+        self,
+        broker: str | Backend = "memory://",
+        *,
+        registry: Registry | None = None,
+        validation: ValidationPolicy = "forward",
+        reconnect_delay: float = 0.5,
+        max_reconnect_delay: float = 10.0,
+        health_check_interval: float = 10.0,
+        shutdown_timeout: float = 5.0,
+        log_interval: float = 60.0,
+        backend_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(broker, str):
+            self._backend: Backend = backend_from_url(broker, **dict(backend_options or {}))
+            self.url = broker
+        else:
+            if backend_options:
+                raise ConfigurationError("backend_options only apply when the broker is a URL")
+            self._backend = broker
+            self.url = type(broker).__name__
+        if validation not in ("forward", "drop", "off"):
+            raise ConfigurationError("validation must be 'forward', 'drop' or 'off'")
+        if not 0 < reconnect_delay <= max_reconnect_delay:
+            raise ConfigurationError("need 0 < reconnect_delay <= max_reconnect_delay")
+        self.registry = registry if registry is not None else Registry()
+        self._validation = validation
+        self._reconnect_delay = reconnect_delay
+        self._max_reconnect_delay = max_reconnect_delay
+        self._health_check_interval = health_check_interval
+        self._shutdown_timeout = shutdown_timeout
+        self._log_interval = log_interval
+        self._counters = _Counters()
+        self._subscribers: set[Subscriber] = set()
+        self._routes: dict[str, set[Subscriber]] = {}
+        self._upstream: set[str] = set()
+        self._upstream_lock = anyio.Lock()
+        self._kinds: dict[str, bool] = {}
+        self._last_log: dict[str, float] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._running = False
+        self._connected = False
+        self._idle = anyio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between start and stop."""
+        return self._running
+
+    @property
+    def broker_connected(self) -> bool:
+        """True while the broker connection is up."""
+        return self._connected
+
+    async def __aenter__(self) -> Broadcaster:
+        if self._running:
+            raise ConfigurationError("this broadcaster is already running")
+        await self._backend.connect()
+        self._connected = True
+        self._upstream.clear()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        self._running = True
+        task_group.start_soon(self._run)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+    async def aclose(self) -> None:
+        """Stop: close every client with 1001, release the broker, end every task."""
+        task_group, self._task_group = self._task_group, None
+        if task_group is None:
+            return
+        self._running = False
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.close_clients(protocol.CLOSE_GOING_AWAY, "server shutting down")
+        finally:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
+            self._connected = False
+            with anyio.CancelScope(shield=True):
+                await self._backend.close()
+            self._routes.clear()
+            self._upstream.clear()
+
+    async def close_clients(self, code: int = protocol.CLOSE_GOING_AWAY, reason: str = "") -> None:
+        """Close every subscriber and wait, at most ``shutdown_timeout`` s, for them to go."""
+        for subscriber in list(self._subscribers):
+            subscriber.close(code, reason)
+        with anyio.move_on_after(self._shutdown_timeout):
+            while self._subscribers:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+
+    @asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """An ASGI lifespan: ``FastAPI(lifespan=broadcaster.lifespan)``."""
+        async with self:
+            yield
+
+    # -- subscribers ---------------------------------------------------------------
+
+    def subscriber(
+        self,
+        *,
+        max_messages: int = 1000,
+        max_bytes: int = 4 * 1024 * 1024,
+        overflow: OverflowPolicy | str = OverflowPolicy.DISCONNECT,
+    ) -> Subscriber:
+        """Create a subscriber with its own bounded outbox; use it with ``async with``."""
+        return Subscriber(
+            self, max_messages=max_messages, max_bytes=max_bytes, overflow=OverflowPolicy(overflow)
+        )
+
+    def _attach(self, subscriber: Subscriber) -> None:
+        if not self._running:
+            raise BrokerClosedError("the broadcaster is not running")
+        self._subscribers.add(subscriber)
+
+    async def _detach(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        keys = list(subscriber._channels) + subscriber._patterns
+        subscriber._channels.clear()
+        subscriber._patterns.clear()
+        self._remove_routes(subscriber, keys)
+        if not self._subscribers:
+            self._idle.set()
+        await self._sync_upstream()
+
+    async def _subscribe(self, subscriber: Subscriber, channels: list[str]) -> None:
+        if subscriber not in self._subscribers:
+            raise BrokerClosedError("subscribe on a subscriber that is not open")
+        for channel in channels:
+            validate_channel(channel)
+            if is_pattern(channel):
+                if channel not in subscriber._patterns:
+                    subscriber._patterns.append(channel)
+                    subscriber._patterns.sort()
+            else:
+                subscriber._channels.add(channel)
+            self._routes.setdefault(channel, set()).add(subscriber)
+        await self._sync_upstream()
+
+    async def _unsubscribe(self, subscriber: Subscriber, channels: list[str]) -> None:
+        gone = []
+        for channel in channels:
+            if channel in subscriber._channels:
+                subscriber._channels.discard(channel)
+                gone.append(channel)
+            elif channel in subscriber._patterns:
+                subscriber._patterns.remove(channel)
+                gone.append(channel)
+        self._remove_routes(subscriber, gone)
+        await self._sync_upstream()
+
+    def _remove_routes(self, subscriber: Subscriber, keys: Iterable[str]) -> None:
+        for key in keys:
+            route = self._routes.get(key)
+            if route is not None:
+                route.discard(subscriber)
+                if not route:
+                    del self._routes[key]
+
+    async def _sync_upstream(self) -> None:
+        # Serialised: concurrent first subscriptions to one channel issue one SUBSCRIBE,
+        # and every caller returns only once the broker holds what the routes need.
+        async with self._upstream_lock:
+            if not self._connected:
+                return  # the reconnect resubscribes everything
+            wanted = set(self._routes)
+            add = wanted - self._upstream
+            drop = self._upstream - wanted
+            try:
+                if drop:
+                    self._upstream -= drop
+                    await self._backend.unsubscribe(
+                        [k for k in drop if not is_pattern(k)], [k for k in drop if is_pattern(k)]
+                    )
+                if add:
+                    await self._backend.subscribe(
+                        [k for k in add if not is_pattern(k)], [k for k in add if is_pattern(k)]
+                    )
+                    self._upstream |= add
+            except BrokerUnavailableError as exc:
+                self._upstream -= add
+                logger.warning(
+                    "wsbridge: broker subscription failed, will retry on reconnect: %s", exc
+                )
+
+    # -- publishing ----------------------------------------------------------------
+
+    async def publish(self, channel: str, data: object) -> None:
+        """Validate ``data`` against the channel's schema, then publish it to the broker.
+
+        ``data`` is a pydantic model or anything JSON can encode. Raises
+        :class:`~wsbridge.EventValidationError` (nothing is sent) when it does not match
+        the schema, :class:`~wsbridge.BrokerUnavailableError` when the broker cannot be
+        reached in time, :class:`~wsbridge.BrokerClosedError` when not running.
+        """
+        if not self._running:
+            raise BrokerClosedError("the broadcaster is not running: use 'async with broadcaster:'")
+        validate_channel(channel)
+        payload = self.registry.encode(channel, data)
+        await self._backend.publish(channel, payload)
+
+    # -- fan-out -------------------------------------------------------------------
+
+    def _conflatable(self, channel: str) -> bool:
+        kind = self._kinds.get(channel)
+        if kind is None:
+            if len(self._kinds) > 10_000:
+                self._kinds.clear()
+            kind = self._kinds[channel] = self.registry.kind_for(channel) is DeliveryKind.STATE
+        return kind
+
+    def _frame(self, message: BrokerMessage) -> Frame | None:
+        value, payload_json = protocol.decode_payload(message.data)
+        channel = message.channel
+        if self._validation != "off":
+            error = self.registry.check(channel, value)
+            if error is not None:
+                self._counters.validation_failures += 1
+                self._counters.bump(channel, "validation_failures")
+                self._log_limited(
+                    channel, "wsbridge: message on %r fails its schema: %s", channel, error
+                )
+                if self._validation == "drop":
+                    return None
+        return Frame(
+            channel,
+            protocol.encode_event(channel, payload_json),
+            conflatable=self._conflatable(channel),
+        )
+
+    def _dispatch(self, message: BrokerMessage) -> None:
+        pattern = message.pattern
+        route = self._routes.get(message.channel if pattern is None else pattern)
+        self._counters.messages_in += 1
+        if not route:
+            return
+        frame = self._frame(message)
+        if frame is None:
+            return
+        if pattern is None:
+            for subscriber in route:
+                subscriber.push(frame)
+        else:
+            channel = message.channel
+            for subscriber in route:
+                if subscriber._owns(channel, pattern):
+                    subscriber.push(frame)
+
+    def _log_limited(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last_log.get(key)
+        if last is None or now - last >= self._log_interval:
+            if len(self._last_log) > 10_000:
+                self._last_log.clear()
+            self._last_log[key] = now
+            logger.warning(msg, *args)
+
+    # -- the reader and the reconnect loop ------------------------------------------
+
+    async def _run(self) -> None:
+        resubscribe = False
+        while True:
+            lost = await self._read(resubscribe)
+            if lost is None:
+                return
+            self._connected = False
+            self._upstream.clear()
+            self._counters.broker_reconnects += 1
+            self._notify(protocol.broker_status_frame("down"))
+            logger.warning("wsbridge: broker connection lost (%s); reconnecting", lost)
+            await self._reconnect()
+            resubscribe = True
+
+    async def _read(self, resubscribe: bool) -> BaseException | None:
+        lost: list[BaseException] = []
+        async with anyio.create_task_group() as tg:
+
+            async def guard(fn: Any) -> None:
+                try:
+                    await fn()
+                except BrokerUnavailableError as exc:
+                    lost.append(exc)
+                    tg.cancel_scope.cancel()
+
+            async def read() -> None:
+                async for message in self._backend.messages():
+                    self._dispatch(message)
+                tg.cancel_scope.cancel()
+
+            async def health() -> None:
+                interval = self._health_check_interval
+                if not interval or not math.isfinite(interval):
+                    return
+                while True:
+                    await anyio.sleep(interval)
+                    await self._backend.health_check()
+
+            async def restore() -> None:
+                await self._sync_upstream()
+                logger.info("wsbridge: broker connection restored")
+                self._notify(protocol.broker_status_frame("up"))
+
+            tg.start_soon(guard, read)
+            tg.start_soon(guard, health)
+            if resubscribe:
+                tg.start_soon(guard, restore)
+        return lost[0] if lost else None
+
+    async def _reconnect(self) -> None:
+        delay = self._reconnect_delay
+        while True:  # ends on success, or when the broadcaster is cancelled at shutdown
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                await self._backend.connect()
+            except BrokerUnavailableError as exc:
+                logger.info("wsbridge: broker still unavailable: %s", exc)
+                delay = min(delay * 2, self._max_reconnect_delay)
+                continue
+            self._connected = True
+            return
+
+    def _notify(self, text: str) -> None:
+        frame = Frame("", text)
+        for subscriber in list(self._subscribers):
+            subscriber.push(frame)
+
+    # -- observability -------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters."""
+        c = self._counters
+        return Stats(
+            connections=len(self._subscribers),
+            subscriptions=sum(len(s._channels) + len(s._patterns) for s in self._subscribers),
+            upstream_subscriptions=len(self._upstream),
+            messages_in=c.messages_in,
+            messages_out=c.messages_out,
+            bytes_out=c.bytes_out,
+            conflated=c.conflated,
+            dropped=c.dropped,
+            slow_consumer_disconnects=c.slow_consumer_disconnects,
+            broker_reconnects=c.broker_reconnects,
+            validation_failures=c.validation_failures,
+            broker_connected=self._connected,
+            per_channel={k: dict(v) for k, v in c.per_channel.items()},
+        )

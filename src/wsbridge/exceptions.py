@@ -1,0 +1,103 @@
+"""The errors wsbridge raises, as one tree.
+
+.. code-block:: text
+
+    WsbridgeError
+    ├── ConfigurationError (ValueError)      the caller configured something wrongly
+    ├── InvalidChannelError (ValueError)     a channel name or pattern breaks the rules
+    ├── EventValidationError (ValueError)    a payload does not fit its channel's schema
+    ├── BrokerError
+    │   ├── BrokerUnavailableError (ConnectionError)  the broker cannot be reached now
+    │   └── BrokerClosedError (RuntimeError)          the broadcaster is not running
+    └── ProtocolError                        a client sent something the protocol rejects
+        ├── ClientFrameError (ValueError)    answered with an error frame; the connection stays
+        └── ClientPolicyError                answered by closing the connection
+
+Errors caused by a client (``ProtocolError``) carry what to answer: an error ``code``
+for an error frame, or a WebSocket ``close_code``. Errors caused by the program that
+uses wsbridge are ``ValueError`` or ``RuntimeError`` subclasses, so ordinary ``except``
+clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerClosedError",
+    "BrokerError",
+    "BrokerUnavailableError",
+    "ClientFrameError",
+    "ClientPolicyError",
+    "ConfigurationError",
+    "EventValidationError",
+    "InvalidChannelError",
+    "ProtocolError",
+    "WsbridgeError",
+]
+
+
+class WsbridgeError(Exception):
+    """Base class of every error wsbridge raises on purpose."""
+
+
+class ConfigurationError(WsbridgeError, ValueError):
+    """An argument or setting given to wsbridge is invalid."""
+
+
+class InvalidChannelError(WsbridgeError, ValueError):
+    """A channel name or pattern is empty, too long or holds a forbidden character."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        self.channel = channel
+        self.reason = reason
+        super().__init__(f"invalid channel {channel!r}: {reason}")
+
+
+class EventValidationError(WsbridgeError, ValueError):
+    """A payload does not match the schema registered for its channel.
+
+    ``errors`` holds pydantic's error list; ``fields`` the dotted paths of the fields at fault.
+    """
+
+    def __init__(self, channel: str, errors: list[dict[str, object]]) -> None:
+        self.channel = channel
+        self.errors = errors
+        self.fields = [".".join(str(p) for p in e.get("loc", ())) for e in errors]  # type: ignore[attr-defined]
+        details = "; ".join(
+            f"{field or '<payload>'}: {e.get('msg', 'invalid')}"
+            for field, e in zip(self.fields, errors, strict=False)
+        )
+        super().__init__(f"invalid payload for channel {channel!r}: {details}")
+
+
+class BrokerError(WsbridgeError):
+    """Something went wrong between wsbridge and the message broker."""
+
+
+class BrokerUnavailableError(BrokerError, ConnectionError):
+    """The broker cannot be reached, or did not answer in time."""
+
+
+class BrokerClosedError(BrokerError, RuntimeError):
+    """The broadcaster is not running: it was never started, or it was closed."""
+
+
+class ProtocolError(WsbridgeError):
+    """A client broke the wire protocol. Raised and handled inside a session."""
+
+
+class ClientFrameError(ProtocolError, ValueError):
+    """A client frame is invalid; the client gets an error frame and stays connected."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class ClientPolicyError(ProtocolError):
+    """A client broke a limit; the connection is closed with ``close_code``."""
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        self.close_code = close_code
+        self.reason = reason
+        super().__init__(f"close {close_code}: {reason}")

@@ -1,0 +1,41 @@
+"""FastAPI integration: a router holding the wsbridge WebSocket route.
+
+::
+
+    from fastapi import FastAPI
+    from wsbridge import Broadcaster
+    from wsbridge.fastapi import create_router
+
+    broadcaster = Broadcaster("redis://localhost:6379/0")
+    app = FastAPI(lifespan=broadcaster.lifespan)
+    app.include_router(create_router(broadcaster, path="/ws"))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from wsbridge.broadcaster import Broadcaster
+from wsbridge.endpoint import Endpoint
+from wsbridge.starlette import create_route
+
+__all__ = ["create_router"]
+
+
+def create_router(
+    target: Endpoint | Broadcaster,
+    *,
+    path: str = "/ws",
+    name: str | None = "wsbridge",
+    **router_options: Any,
+) -> APIRouter:
+    """An ``APIRouter`` with one WebSocket route serving ``target`` at ``path``.
+
+    ``router_options`` go to ``APIRouter`` (a ``prefix``, ``tags``...). Start the
+    broadcaster with the app's lifespan: ``FastAPI(lifespan=broadcaster.lifespan)``.
+    """
+    router = APIRouter(**router_options)
+    router.routes.append(create_route(target, path, name=name))
+    return router

@@ -1,0 +1,125 @@
+"""Wire protocol v1: the frames that cross the WebSocket, built and parsed without I/O.
+
+Server to client:
+
+* an event: ``{"channel": "<channel>", "data": <payload>}`` (the reference format);
+* control frames, all with a ``type``: ``pong``, ``subscribed``, ``unsubscribed``,
+  ``error`` and ``broker``.
+
+Client to server: ``{"type": "ping"}``, and the additive extensions
+``{"type": "subscribe", "channels": [...]}`` / ``{"type": "unsubscribe", "channels": [...]}``.
+
+Every frame is UTF-8 JSON text. See ``docs/protocol.md`` for the full description.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_IDLE_TIMEOUT",
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_SLOW_CONSUMER",
+    "CLOSE_TRY_AGAIN_LATER",
+    "PONG",
+    "PROTOCOL_VERSION",
+    "ErrorCode",
+    "broker_status_frame",
+    "decode_payload",
+    "dumps",
+    "encode_event",
+    "error_frame",
+    "subscription_ack",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+#: The server is shutting down (RFC 6455).
+CLOSE_GOING_AWAY: Final = 1001
+#: The client broke a policy: too many messages per second (RFC 6455).
+CLOSE_POLICY_VIOLATION: Final = 1008
+#: A client frame exceeded the configured maximum size (RFC 6455).
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+#: The server refuses new work for now, e.g. too many connections (RFC 6455).
+CLOSE_TRY_AGAIN_LATER: Final = 1013
+#: The client read too slowly: its outbound buffer filled with events that may not be
+#: dropped. It should reconnect and resynchronise.
+CLOSE_SLOW_CONSUMER: Final = 4008
+#: The client sent nothing, not even a ping, for longer than the idle timeout.
+CLOSE_IDLE_TIMEOUT: Final = 4000
+
+PONG: Final = '{"type":"pong"}'
+
+
+class ErrorCode:
+    """The ``code`` values of ``{"type": "error"}`` frames."""
+
+    INVALID_JSON: Final = "invalid_json"
+    NOT_AN_OBJECT: Final = "not_an_object"
+    MISSING_TYPE: Final = "missing_type"
+    UNKNOWN_TYPE: Final = "unknown_type"
+    INVALID_FIELD: Final = "invalid_field"
+    BINARY_UNSUPPORTED: Final = "binary_unsupported"
+    INVALID_CHANNEL: Final = "invalid_channel"
+    FORBIDDEN: Final = "forbidden"
+    TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
+
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def dumps(value: object) -> str:
+    """Encode ``value`` as compact JSON text, as every frame is encoded."""
+    return _encoder.encode(value)
+
+
+def _reject_constant(name: str) -> object:
+    # NaN and Infinity are not JSON: a browser's JSON.parse would fail on the whole frame.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_payload(data: bytes | str) -> tuple[object, str]:
+    """Decode one broker message into ``(value, json_text)``.
+
+    ``json_text`` is what goes into the event frame's ``data``: the message itself when it
+    is valid JSON (forwarded as the publisher wrote it, so numbers keep their precision),
+    or ``{"raw": "<text>"}`` when it is not, as the reference system does. Bytes that are
+    not UTF-8 are decoded with replacement characters.
+    """
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        raw = {"raw": text}
+        return raw, dumps(raw)
+    return value, text
+
+
+def encode_event(channel: str, payload_json: str) -> str:
+    """Build an event frame from a channel and a payload that is already JSON text."""
+    return '{"channel":' + dumps(channel) + ',"data":' + payload_json + "}"
+
+
+def error_frame(code: str, message: str, *, request_id: object = None, **extra: object) -> str:
+    """Build ``{"type": "error", "code": ..., "message": ...}``, echoing ``id`` if given."""
+    frame: dict[str, object] = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        frame["id"] = request_id
+    frame.update(extra)
+    return dumps(frame)
+
+
+def subscription_ack(kind: str, channels: list[str], *, request_id: object = None) -> str:
+    """Build ``{"type": "subscribed" | "unsubscribed", "channels": [...]}``."""
+    frame: dict[str, object] = {"type": kind, "channels": channels}
+    if request_id is not None:
+        frame["id"] = request_id
+    return dumps(frame)
+
+
+def broker_status_frame(status: str) -> str:
+    """Build ``{"type": "broker", "status": "down" | "up"}``."""
+    return dumps({"type": "broker", "status": status})

@@ -376,6 +376,9 @@ class Broadcaster:
     async def __aenter__(self) -> Broadcaster:
         if self._running:
             raise ConfigurationError("this broadcaster is already running")
+        # Created here, in the event loop that runs the broadcaster.
+        self._upstream_lock = anyio.Lock()
+        self._idle = anyio.Event()
         await self._backend.connect()
         self._connected = True
         self._upstream.clear()

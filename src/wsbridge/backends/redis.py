@@ -76,6 +76,7 @@ class RedisBackend:
     async def connect(self) -> None:
         """Open the subscription connection (and the publish pool on first use)."""
         await self._drop_subscriber()
+        self._write_lock = anyio.Lock()
         if self._pool is None:
             self._pool = self._make_pool()
             self._client = Redis(connection_pool=self._pool)

@@ -1,0 +1,124 @@
+"""Pytest fixtures for tests that need a real Redis. Load with ``pytest_plugins``.
+
+* ``redis_server``: one server for the whole session. Do not stop it; for stop/restart
+  tests use ``redis_server_factory``.
+* ``redis_url``: the shared server's URL.
+* ``redis_server_factory``: a callable that starts fresh servers, all closed after the test.
+* ``redis_client``: a sync ``redis.Redis`` on the shared server, flushed before the test.
+
+Without a ``redis-server`` binary the tests that use these fixtures are skipped, or fail
+when the ``CI`` environment variable is set, so CI never passes by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NoReturn, Protocol
+
+import pytest
+
+from tests.support.redis_server import (
+    BINARY_ENV,
+    RedisServer,
+    RedisServerError,
+    find_redis_server,
+    scaled,
+)
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = [
+    "RedisServerFactory",
+    "redis_client",
+    "redis_server",
+    "redis_server_factory",
+    "redis_url",
+]
+
+_FALSE_VALUES = frozenset({"", "0", "false", "no", "off"})
+
+
+class RedisServerFactory(Protocol):
+    """Start a fresh :class:`RedisServer` (closed when the test ends) and return it."""
+
+    def __call__(self, *, port: int | None = None, args: Sequence[str] = ()) -> RedisServer:
+        """Start a server on ``port`` (a free one if ``None``) with extra ``args``."""
+        ...
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in _FALSE_VALUES
+
+
+def _unavailable(message: str) -> NoReturn:
+    if _in_ci():
+        pytest.fail(f"{message} (CI is set, so this fails instead of skipping)", pytrace=False)
+    pytest.skip(message)
+
+
+def _require_binary() -> str:
+    """Return the redis-server binary, or skip (fail under CI) the test."""
+    try:
+        binary = find_redis_server()
+    except RedisServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if binary is None:
+        _unavailable(f"redis-server not found: install Redis or set {BINARY_ENV} to its path")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A ``redis-server`` shared by the whole session."""
+    server = RedisServer(binary=_require_binary())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the shared server, ``redis://127.0.0.1:PORT/0``."""
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[RedisServerFactory]:
+    """A callable starting fresh servers; every one is closed when the test ends."""
+    binary = _require_binary()
+    servers: list[RedisServer] = []
+
+    def start(*, port: int | None = None, args: Sequence[str] = ()) -> RedisServer:
+        server = RedisServer(binary=binary, port=port, args=args)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    errors: list[BaseException] = []
+    for server in reversed(servers):
+        try:
+            server.close()
+        except Exception as exc:  # close every server, then report the first failure
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A sync ``redis.Redis`` on the shared server, after ``FLUSHALL``."""
+    redis_module = pytest.importorskip("redis")
+    timeout = scaled(5.0)
+    client: redis.Redis = redis_module.Redis.from_url(
+        redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        client.flushall()
+        yield client
+    finally:
+        client.close()

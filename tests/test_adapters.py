@@ -145,7 +145,10 @@ async def test_payloads_are_forwarded_as_the_reference_does(harness: Harness) ->
         assert await client.recv_event() == {"channel": a, "data": [1, 2, 3]}
         assert await client.recv_event() == {"channel": a, "data": "a string"}
         assert await client.recv_event() == {"channel": a, "data": 42}
-        assert await client.recv_event() == {"channel": a, "data": {"price": 178.42, "note": "café ✓"}}
+        assert await client.recv_event() == {
+            "channel": a,
+            "data": {"price": 178.42, "note": "café ✓"},
+        }
         assert await client.recv_event() == {"channel": a, "data": {"raw": "NaN"}}
     finally:
         await client.close()
@@ -174,8 +177,12 @@ BAD_INPUT = [
     pytest.param('{"type": "dance"}', "unknown_type", id="unknown-type"),
     pytest.param('{"type": 5}', "invalid_field", id="type-not-string"),
     pytest.param('{"type": "subscribe", "channels": "a"}', "invalid_field", id="channels-not-list"),
-    pytest.param('{"type": "subscribe", "channels": [1]}', "invalid_field", id="channel-not-string"),
-    pytest.param('{"type": "subscribe", "channels": ["has space"]}', "invalid_channel", id="bad-channel"),
+    pytest.param(
+        '{"type": "subscribe", "channels": [1]}', "invalid_field", id="channel-not-string"
+    ),
+    pytest.param(
+        '{"type": "subscribe", "channels": ["has space"]}', "invalid_channel", id="bad-channel"
+    ),
     pytest.param(b"\x00\x01binary", "binary_unsupported", id="binary"),
 ]
 
@@ -192,7 +199,8 @@ async def test_bad_input_gets_an_error_and_disturbs_no_one(
         reply = await offender.recv()
         assert reply["type"] == "error"
         assert reply["code"] == code
-        assert isinstance(reply["message"], str) and reply["message"]
+        assert isinstance(reply["message"], str)
+        assert reply["message"]
         await harness.publish_json(a, {"still": "here"})
         assert await bystander.recv() == {"channel": a, "data": {"still": "here"}}
         # The offender stays connected and keeps receiving.

@@ -19,7 +19,9 @@ def serve(adapter: str, endpoint: Endpoint, **server_options: Any) -> ServerThre
 
         app: Any = WebSocketApp(endpoint, path="/ws")
         server = (
-            HypercornTrioServer(app) if adapter == "asgi-trio" else UvicornServer(app, **server_options)
+            HypercornTrioServer(app)
+            if adapter == "asgi-trio"
+            else UvicornServer(app, **server_options)
         )
     elif adapter == "starlette":
         from starlette.applications import Starlette

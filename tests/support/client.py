@@ -21,7 +21,9 @@ class Client:
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> Client:
-        ws = await asyncio.wait_for(websockets.connect(url, open_timeout=scaled(10), **options), scaled(15))
+        ws = await asyncio.wait_for(
+            websockets.connect(url, open_timeout=scaled(10), **options), scaled(15)
+        )
         return cls(ws)
 
     async def send_json(self, value: object) -> None:

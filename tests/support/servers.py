@@ -93,9 +93,15 @@ class UvicornServer(_AsyncioServer):
         super().__init__(app)
         import uvicorn
 
-        options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", "ws": "websockets-sansio"}
+        options: dict[str, Any] = {
+            "log_level": "warning",
+            "lifespan": "on",
+            "ws": "websockets-sansio",
+        }
         options.update(config)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **options))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, **options)
+        )
 
     def _main(self) -> None:
         async def main() -> None:
@@ -183,7 +189,9 @@ class HypercornTrioServer(ServerThread):
             async with trio.open_nursery() as nursery:
 
                 async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                    await serve(self.app, config, shutdown_trigger=self._stop.wait, task_status=task_status)
+                    await serve(
+                        self.app, config, shutdown_trigger=self._stop.wait, task_status=task_status
+                    )
 
                 try:
                     await nursery.start(run)

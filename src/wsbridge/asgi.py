@@ -139,7 +139,7 @@ class WebSocketApp:
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
-        if "websocket.http.response" in (scope.get("extensions") or {}):
+        if status != 403 and "websocket.http.response" in (scope.get("extensions") or {}):
             await send(
                 {
                     "type": "websocket.http.response.start",
@@ -148,7 +148,7 @@ class WebSocketApp:
                 }
             )
             await send({"type": "websocket.http.response.body", "body": reason.encode() + b"\n"})
-        else:  # closing before accept makes the server answer 403
+        else:  # closing before accept: the server answers 403
             await send({"type": "websocket.close", "code": protocol.CLOSE_POLICY_VIOLATION})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

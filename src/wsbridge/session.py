@@ -226,7 +226,10 @@ class Session:
             self._subs[ch] = None
         if new:
             out.append(Subscribe(tuple(new)))
-        out.append(Reply(protocol.subscription_ack("subscribed", accepted, request_id=request_id)))
+        if accepted or not out:
+            out.append(
+                Reply(protocol.subscription_ack("subscribed", accepted, request_id=request_id))
+            )
         return out
 
     def _unsubscribe(self, frame: dict[str, object], request_id: object) -> list[Command]:

@@ -73,3 +73,55 @@ async def connect_many(url: str, n: int, **options: Any) -> list[Client]:
 
 async def close_all(clients: Sequence[Client]) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+class StalledClient:
+    """A WebSocket client that completes the handshake, then never reads.
+
+    Its socket's receive buffer is tiny, so the server's writes back up quickly. ``drain``
+    later reads everything the server sent, with websockets' sans-I/O parser.
+    """
+
+    def __init__(self, port: int, path: str = "/ws") -> None:
+        import socket
+
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(scaled(10))
+        self.sock.connect(("127.0.0.1", port))
+        self.protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}{path}"), max_size=None)
+        self.protocol.send_request(self.protocol.connect())
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+        for _ in range(100):
+            self.protocol.receive_data(self.sock.recv(4096))
+            if self.protocol.handshake_exc is not None:
+                raise self.protocol.handshake_exc
+            if self.protocol.state.name == "OPEN":
+                break
+        assert self.protocol.state.name == "OPEN"
+        self.protocol.events_received()  # the handshake response
+
+    def drain(self, max_bytes: int = 64 * 1024 * 1024) -> tuple[list[str], int | None]:
+        """Read until the server closes; return the text frames and the close code."""
+        texts: list[str] = []
+        received = 0
+        while received < max_bytes:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self.protocol.receive_eof()
+            else:
+                received += len(chunk)
+                self.protocol.receive_data(chunk)
+            for event in self.protocol.events_received():
+                if getattr(event, "opcode", None) is not None and event.opcode.name == "TEXT":
+                    texts.append(event.data.decode())
+            if self.protocol.close_rcvd is not None or not chunk:
+                break
+        rcvd = self.protocol.close_rcvd
+        return texts, (rcvd.code if rcvd else None)
+
+    def close(self) -> None:
+        self.sock.close()

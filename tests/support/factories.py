@@ -1,0 +1,42 @@
+"""App factories for :class:`tests.support.proc.AppProcess`: a bridge plus a stats route."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any
+
+from wsbridge import Broadcaster, Endpoint
+from wsbridge.asgi import Receive, Scope, Send, WebSocketApp
+
+
+def bridge_app(config: dict[str, Any]) -> Any:
+    """``/ws`` is the bridge; ``GET /stats`` returns the broadcaster's counters as JSON."""
+    broadcaster = Broadcaster(config.get("broker", "memory://"))
+    endpoint = Endpoint(
+        broadcaster,
+        channels=config.get("channels", []),
+        max_buffer_messages=config.get("max_buffer_messages", 1000),
+        max_buffer_bytes=config.get("max_buffer_bytes", 4 * 1024 * 1024),
+        idle_timeout=config.get("idle_timeout", 75.0),
+    )
+    bridge = WebSocketApp(endpoint)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/stats":
+            stats = dataclasses.asdict(broadcaster.stats())
+            stats["tasks"] = len(asyncio.all_tasks())
+            body = json.dumps(stats).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await bridge(scope, receive, send)
+
+    return app

@@ -1,0 +1,119 @@
+"""Run a test application in a server process of its own, as production would.
+
+``python -m tests.support.proc MODULE:FACTORY PORT CONFIG_JSON`` imports ``FACTORY``,
+calls it with the decoded config to get an ASGI app, and serves it with uvicorn. Tests
+use :class:`AppProcess` to start, signal and stop it, and to read its memory use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.redis_server import free_port, scaled
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class AppProcess:
+    """A uvicorn process serving ``factory(config)`` on a free port."""
+
+    def __init__(self, factory: str, config: dict[str, Any] | None = None) -> None:
+        self.factory = factory
+        self.config = config or {}
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()
+
+    def start(self) -> AppProcess:
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+        )
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.proc",
+                self.factory,
+                str(self.port),
+                json.dumps(self.config),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + scaled(20)
+        while not _port_open(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                output = self.output()
+                self.stop()
+                raise RuntimeError(f"app process did not start: {output}")
+            time.sleep(0.02)  # polling the port, bounded by the deadline
+        return self
+
+    def rss_kib(self) -> int:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(scaled(timeout))
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(scaled(10))
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(scaled(10))
+        self._log.close()
+
+    def __enter__(self) -> AppProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    import uvicorn
+
+    spec, port, config = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    module, _, name = spec.partition(":")
+    app = getattr(importlib.import_module(module), name)(config)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,7 @@ class AppProcess:
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
 
     def start(self) -> AppProcess:
         env = dict(

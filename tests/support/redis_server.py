@@ -103,7 +103,10 @@ def free_port() -> int:
 
 
 def _ping(port: int, timeout: float) -> bool:
-    """Tell whether a Redis on ``port`` answers ``PING`` with ``+PONG`` within ``timeout``."""
+    """Tell whether a Redis on ``port`` answers ``PING`` within ``timeout``.
+
+    ``+PONG``, or ``-NOAUTH`` from a server that requires a password: either way it is up.
+    """
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as sock:
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
@@ -115,7 +118,7 @@ def _ping(port: int, timeout: float) -> bool:
                     break
     except OSError:
         return False
-    return reply.startswith(b"+PONG\r\n")
+    return reply.startswith((b"+PONG\r\n", b"-NOAUTH"))
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:

@@ -33,7 +33,9 @@ async def test_password_in_the_url(redis_server_factory: Any) -> None:
 
 async def test_acl_user_and_password_as_options(redis_server_factory: Any) -> None:
     server = redis_server_factory(args=["--user", "bridge", "on", ">pw", "~*", "&*", "+@all"])
-    await roundtrip(Broadcaster(server.url, backend_options={"username": "bridge", "password": "pw"}))
+    await roundtrip(
+        Broadcaster(server.url, backend_options={"username": "bridge", "password": "pw"})
+    )
 
 
 async def test_a_wrong_password_fails_clearly(redis_server_factory: Any) -> None:
@@ -45,7 +47,9 @@ async def test_a_wrong_password_fails_clearly(redis_server_factory: Any) -> None
 
 def make_certificates(directory: Path) -> None:
     def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60
+        )
 
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
         "-days", "1", "-subj", "/CN=wsbridge-test-ca")  # fmt: skip
@@ -63,12 +67,17 @@ async def test_tls_with_certificate_verification(redis_server_factory: Any, tmp_
     tls_port = free_port()
     redis_server_factory(
         args=[
-            "--tls-port", str(tls_port),
-            "--tls-cert-file", str(tmp_path / "server.crt"),
-            "--tls-key-file", str(tmp_path / "server.key"),
-            "--tls-ca-cert-file", str(tmp_path / "ca.crt"),
-            "--tls-auth-clients", "no",
-        ]  # fmt: skip
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(tmp_path / "server.crt"),
+            "--tls-key-file",
+            str(tmp_path / "server.key"),
+            "--tls-ca-cert-file",
+            str(tmp_path / "ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ]
     )
     url = f"rediss://127.0.0.1:{tls_port}/0"
     await roundtrip(Broadcaster(url, backend_options={"ssl_ca_certs": str(tmp_path / "ca.crt")}))

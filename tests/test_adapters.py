@@ -30,6 +30,7 @@ SETUPS = [
     pytest.param(("starlette", "redis"), id="starlette-redis", marks=pytest.mark.redis),
     pytest.param(("fastapi", "redis"), id="fastapi-redis", marks=pytest.mark.redis),
     pytest.param(("aiohttp", "redis"), id="aiohttp-redis", marks=pytest.mark.redis),
+    pytest.param(("server", "redis"), id="server-redis", marks=pytest.mark.redis),
     pytest.param(("asgi", "memory"), id="asgi-memory-asyncio"),
     pytest.param(("asgi-trio", "memory"), id="asgi-memory-trio"),
 ]

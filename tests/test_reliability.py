@@ -27,7 +27,7 @@ pytestmark = pytest.mark.anyio
 
 async def stats_of(proc: AppProcess) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=scaled(10)) as http:
-        response = await http.get(f"http://127.0.0.1:{proc.port}/stats")
+        response = await http.get(f"http://127.0.0.1:{proc.stats_port}/stats")
     return response.json()  # type: ignore[no-any-return]
 
 
@@ -39,9 +39,18 @@ async def wait_stats(proc: AppProcess, key: str, expected: int) -> dict[str, Any
     return stats
 
 
+FACTORIES = [
+    pytest.param("tests.support.factories:bridge_app", id="asgi-uvicorn"),
+    pytest.param("tests.support.factories:bridge_server", id="wsbridge-server"),
+]
+
+
 @pytest.mark.redis
 @pytest.mark.slow
-async def test_a_stalled_client_delays_no_one_and_is_disconnected(redis_url: str) -> None:
+@pytest.mark.parametrize("factory", FACTORIES)
+async def test_a_stalled_client_delays_no_one_and_is_disconnected(
+    redis_url: str, factory: str
+) -> None:
     channel = f"slow:{uuid.uuid4().hex[:6]}"
     config = {
         "broker": redis_url,
@@ -49,7 +58,7 @@ async def test_a_stalled_client_delays_no_one_and_is_disconnected(redis_url: str
         "max_buffer_messages": 200,
         "max_buffer_bytes": 512 * 1024,
     }
-    with AppProcess("tests.support.factories:bridge_app", config) as proc:
+    with AppProcess(factory, config) as proc:
         stalled = await asyncio.to_thread(StalledClient, proc.port)
         readers = await connect_many(proc.url, 20)
         await wait_stats(proc, "connections", 21)
@@ -104,9 +113,10 @@ async def test_a_stalled_client_delays_no_one_and_is_disconnected(redis_url: str
         await close_all(readers)
 
 
+@pytest.mark.parametrize("factory", FACTORIES)
 @pytest.mark.parametrize("how", ["fin", "rst"])
-async def test_a_client_that_vanishes_is_cleaned_up(how: str) -> None:
-    with AppProcess("tests.support.factories:bridge_app", {"channels": ["a"]}) as proc:
+async def test_a_client_that_vanishes_is_cleaned_up(how: str, factory: str) -> None:
+    with AppProcess(factory, {"channels": ["a"]}) as proc:
         client = await asyncio.to_thread(StalledClient, proc.port)
         await wait_stats(proc, "connections", 1)
         if how == "rst":
@@ -299,8 +309,9 @@ async def test_connect_disconnect_cycles_leak_nothing(redis_url: str) -> None:
         assert proc.rss_kib() - rss_before < 32 * 1024
 
 
-def test_sigterm_stops_the_server_process_promptly() -> None:
-    with AppProcess("tests.support.factories:bridge_app", {"channels": ["a"]}) as proc:
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_sigterm_stops_the_server_process_promptly(factory: str) -> None:
+    with AppProcess(factory, {"channels": ["a"]}) as proc:
         proc.signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status shows it.
         assert proc.wait(10) in (0, -signal.SIGTERM)

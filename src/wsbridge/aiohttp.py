@@ -19,9 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
-from wsbridge.asgi import as_endpoint
 from wsbridge.broadcaster import Broadcaster
-from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed
+from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed, as_endpoint
 
 __all__ = ["AiohttpTransport", "create_handler", "lifecycle", "setup"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from wsbridge import protocol
 from wsbridge.broadcaster import Broadcaster
-from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed
+from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed, as_endpoint
 
 __all__ = ["ASGITransport", "WebSocketApp", "as_endpoint"]
 
@@ -27,11 +27,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-def as_endpoint(target: Endpoint | Broadcaster) -> Endpoint:
-    """Accept an :class:`Endpoint`, or a :class:`Broadcaster` served with the defaults."""
-    return target if isinstance(target, Endpoint) else Endpoint(target)
 
 
 class ASGITransport:

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -48,15 +48,29 @@ class OverflowPolicy(str, Enum):
 
 
 class Frame:
-    """One outbound frame, built once and shared by every recipient."""
+    """One outbound frame, built once and shared by every recipient.
 
-    __slots__ = ("channel", "conflatable", "size", "text")
+    ``text`` is the frame's JSON text; ``wire`` its bytes as one WebSocket frame, built on
+    first use, for servers that write to sockets directly.
+    """
+
+    __slots__ = ("_wire", "channel", "conflatable", "size", "text")
 
     def __init__(self, channel: str, text: str, *, conflatable: bool = False) -> None:
         self.channel = channel
         self.text = text
         self.size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
         self.conflatable = conflatable
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        """The frame as WebSocket wire bytes (unmasked text frame), computed once."""
+        wire = self._wire
+        if wire is None:
+            payload = self.text.encode("utf-8", "surrogatepass")
+            wire = self._wire = protocol.websocket_text_frame(payload)
+        return wire
 
     def __repr__(self) -> str:
         return f"Frame({self.channel!r}, {self.text[:60]!r})"
@@ -134,6 +148,8 @@ class Subscriber:
         "_wakeup",
         "close_code",
         "close_reason",
+        "on_close",
+        "sink",
     )
 
     def __init__(
@@ -159,6 +175,11 @@ class Subscriber:
         #: Set when the subscriber must be disconnected: the close code and reason.
         self.close_code: int | None = None
         self.close_reason = ""
+        #: A server that can write without waiting sets this: ``sink(frame)`` returns True
+        #: when it took the frame. The outbox is used only while the sink refuses.
+        self.sink: Callable[[Frame], bool] | None = None
+        #: Called once when the subscriber is told to disconnect.
+        self.on_close: Callable[[], None] | None = None
 
     # -- subscriptions -------------------------------------------------------------
 
@@ -205,6 +226,12 @@ class Subscriber:
         if self.close_code is not None:
             return
         queue = self._queue
+        sink = self.sink
+        if sink is not None and not queue and sink(frame):
+            counters = self._counters
+            counters.messages_out += 1
+            counters.bytes_out += frame.size
+            return
         full = len(queue) >= self._max_messages or self._bytes + frame.size > self._max_bytes
         if full and not self._make_room(frame):
             return
@@ -255,6 +282,8 @@ class Subscriber:
         if wakeup is not None:
             self._wakeup = None
             wakeup.set()
+        if self.on_close is not None:
+            self.on_close()
 
     def get_nowait(self) -> list[Frame]:
         """Take every pending frame, oldest first, without waiting."""

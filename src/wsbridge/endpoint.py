@@ -32,6 +32,7 @@ __all__ = [
     "Handshake",
     "Transport",
     "TransportClosed",
+    "as_endpoint",
 ]
 
 logger = logging.getLogger("wsbridge")
@@ -127,6 +128,11 @@ class Handshake:
     principal: object = None
     status: int = 200
     reason: str = ""
+
+
+def as_endpoint(target: Endpoint | Broadcaster) -> Endpoint:
+    """Accept an :class:`Endpoint`, or a :class:`Broadcaster` served with the defaults."""
+    return target if isinstance(target, Endpoint) else Endpoint(target)
 
 
 class Endpoint:

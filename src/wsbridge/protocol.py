@@ -33,6 +33,7 @@ __all__ = [
     "encode_event",
     "error_frame",
     "subscription_ack",
+    "websocket_text_frame",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -118,6 +119,22 @@ def subscription_ack(kind: str, channels: list[str], *, request_id: object = Non
     if request_id is not None:
         frame["id"] = request_id
     return dumps(frame)
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """Frame ``payload`` (UTF-8 text) as one unmasked, uncompressed WebSocket text frame.
+
+    Server frames are never masked (RFC 6455), so without compression the bytes for an
+    event are the same for every client and can be built once.
+    """
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 65536:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
 
 
 def broker_status_frame(status: str) -> str:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.servers import AiohttpServer, HypercornTrioServer, ServerThread, UvicornServer
+from tests.support.servers import (
+    AiohttpServer,
+    BridgeServer,
+    HypercornTrioServer,
+    ServerThread,
+    UvicornServer,
+)
 from wsbridge import Endpoint
 
-ADAPTERS = ("asgi", "starlette", "fastapi", "aiohttp")
+ADAPTERS = ("asgi", "starlette", "fastapi", "aiohttp", "server")
 
 
 def serve(adapter: str, endpoint: Endpoint, **server_options: Any) -> ServerThread:
@@ -46,6 +52,8 @@ def serve(adapter: str, endpoint: Endpoint, **server_options: Any) -> ServerThre
         app = web.Application()
         setup(app, endpoint, path="/ws")
         server = AiohttpServer(app)
+    elif adapter == "server":
+        server = BridgeServer(endpoint)
     else:
         raise ValueError(adapter)
     return server.start()

@@ -11,23 +11,39 @@ from wsbridge import Broadcaster, Endpoint
 from wsbridge.asgi import Receive, Scope, Send, WebSocketApp
 
 
-def bridge_app(config: dict[str, Any]) -> Any:
-    """``/ws`` is the bridge; ``GET /stats`` returns the broadcaster's counters as JSON."""
-    broadcaster = Broadcaster(config.get("broker", "memory://"))
-    endpoint = Endpoint(
-        broadcaster,
+def _endpoint(config: dict[str, Any]) -> Endpoint:
+    return Endpoint(
+        Broadcaster(config.get("broker", "memory://")),
         channels=config.get("channels", []),
         max_buffer_messages=config.get("max_buffer_messages", 1000),
         max_buffer_bytes=config.get("max_buffer_bytes", 4 * 1024 * 1024),
         idle_timeout=config.get("idle_timeout", 75.0),
     )
+
+
+def stats_json(broadcaster: Broadcaster) -> bytes:
+    """The broadcaster's counters plus the number of asyncio tasks, as JSON."""
+    stats = dataclasses.asdict(broadcaster.stats())
+    stats["tasks"] = len(asyncio.all_tasks())
+    return json.dumps(stats).encode()
+
+
+def bridge_server(config: dict[str, Any]) -> Any:
+    """wsbridge's own server; the process serves ``/stats`` on a second port."""
+    from wsbridge.server import Server
+
+    return Server(_endpoint(config), path="/ws")
+
+
+def bridge_app(config: dict[str, Any]) -> Any:
+    """``/ws`` is the bridge; ``GET /stats`` returns the broadcaster's counters as JSON."""
+    endpoint = _endpoint(config)
+    broadcaster = endpoint.broadcaster
     bridge = WebSocketApp(endpoint)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/stats":
-            stats = dataclasses.asdict(broadcaster.stats())
-            stats["tasks"] = len(asyncio.all_tasks())
-            body = json.dumps(stats).encode()
+            body = stats_json(broadcaster)
             await send(
                 {
                     "type": "http.response.start",

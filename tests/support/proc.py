@@ -39,6 +39,8 @@ class AppProcess:
         self.factory = factory
         self.config = config or {}
         self.port = free_port()
+        # wsbridge's own server speaks only WebSocket: its stats are on a second port.
+        self.stats_port = free_port() if factory.endswith("bridge_server") else self.port
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
@@ -54,7 +56,7 @@ class AppProcess:
                 "tests.support.proc",
                 self.factory,
                 str(self.port),
-                json.dumps(self.config),
+                json.dumps({**self.config, "stats_port": self.stats_port}),
             ],
             cwd=ROOT,
             env=env,
@@ -106,12 +108,42 @@ class AppProcess:
         self.stop()
 
 
+async def _serve_bridge(server: Any, stats_port: int) -> None:
+    import asyncio
+
+    from tests.support.factories import stats_json
+
+    async def stats(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = stats_json(server.broadcaster)
+        head = (
+            f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        )
+        writer.write(head.encode() + b"connection: close\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, server.shutdown)
+    task = asyncio.create_task(server.serve())
+    await server.started()
+    stats_server = await asyncio.start_server(stats, "127.0.0.1", stats_port)
+    async with stats_server:
+        await task
+
+
 def main() -> None:
+    import asyncio
+
     import uvicorn
 
     spec, port, config = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
     module, _, name = spec.partition(":")
     app = getattr(importlib.import_module(module), name)(config)
+    if hasattr(app, "serve"):
+        app.port = port
+        asyncio.run(_serve_bridge(app, config["stats_port"]))
+        return
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
 
 

@@ -222,3 +222,42 @@ class HypercornTrioServer(ServerThread):
         if self._thread is not None:
             self._thread.join(scaled(20))
             assert not self._thread.is_alive(), "hypercorn did not stop in time"
+
+
+class BridgeServer(_AsyncioServer):
+    """wsbridge's own standalone server (``wsbridge.server.Server``)."""
+
+    name = "wsbridge-server"
+
+    def __init__(self, endpoint: Any) -> None:
+        super().__init__(endpoint)
+        from wsbridge.server import Server
+
+        self.server = Server(endpoint, host="127.0.0.1", port=self.port, path="/ws")
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            task = asyncio.create_task(self.server.serve())
+            started = asyncio.create_task(self.server.started())
+            await asyncio.wait(
+                {task, started}, timeout=scaled(15), return_when=asyncio.FIRST_COMPLETED
+            )
+            if task.done():
+                self._error = task.exception()
+                started.cancel()
+            self._ready.set()
+            await task
+            self._record_leftovers()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self._error = self._error or exc
+            self._ready.set()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.shutdown)
+        if self._thread is not None:
+            self._thread.join(scaled(20))
+            assert not self._thread.is_alive(), "wsbridge server did not stop in time"

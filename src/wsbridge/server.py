@@ -1,0 +1,408 @@
+"""A standalone WebSocket server: wsbridge's fastest path (``wsbridge serve`` runs it).
+
+It speaks HTTP and WebSocket through the ``websockets`` library's sans-I/O protocol and
+drives the same :class:`~wsbridge.Endpoint` and :class:`~wsbridge.session.Session` as the
+ASGI and aiohttp adapters, but it delivers events without a task per client:
+
+* each event's frame is encoded once, as WebSocket bytes shared by every client (server
+  frames are unmasked, so they are identical);
+* fan-out appends those bytes to each ready client's pending list, and once per event-loop
+  iteration every client gets one ``writelines()`` for everything pending: one system call
+  for many frames in a burst;
+* a client whose socket cannot take more (the transport paused writing) falls back to its
+  bounded outbox and the overflow policy, exactly as in the other adapters.
+
+asyncio only; uvloop is used by ``wsbridge serve`` when installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
+
+from websockets.datastructures import Headers
+from websockets.frames import Frame as WireFrame
+from websockets.frames import Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from wsbridge import protocol
+from wsbridge.broadcaster import Broadcaster, Frame, Subscriber
+from wsbridge.endpoint import ConnectionInfo, Endpoint, as_endpoint
+from wsbridge.session import Close, Command, Reply, Session, Subscribe, Unsubscribe
+
+__all__ = ["Server"]
+
+logger = logging.getLogger("wsbridge")
+_MAX_PENDING_OPS = 1000
+
+
+class Server:
+    """Serve an :class:`Endpoint` (or a :class:`Broadcaster`) at ``ws://host:port{path}``.
+
+    ``await server.serve()`` runs the broadcaster and the server until :meth:`shutdown`
+    is called; then every client is closed with 1001, within ``shutdown_timeout``
+    seconds, and every task the server started has ended when ``serve`` returns.
+    """
+
+    def __init__(
+        self,
+        target: Endpoint | Broadcaster,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        path: str = "/ws",
+        close_timeout: float = 5.0,
+        backlog: int = 2048,
+    ) -> None:
+        self.endpoint = as_endpoint(target)
+        self.host = host
+        self.port = port
+        self.path = path
+        self.close_timeout = close_timeout
+        self.backlog = backlog
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started: asyncio.Event | None = None
+        self._connections: set[_Connection] = set()
+        self._tasks: dict[asyncio.Task[Any], bool] = {}
+        self._dirty: list[_Connection] = []
+        self._flush_scheduled = False
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """The broadcaster this server runs."""
+        return self.endpoint.broadcaster
+
+    async def started(self) -> None:
+        """Wait until the server accepts connections (``port`` is then the bound port)."""
+        if self._started is None:
+            self._started = asyncio.Event()
+        await self._started.wait()
+
+    def shutdown(self) -> None:
+        """Ask :meth:`serve` to close every client with 1001 and return. Thread-unsafe."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve(self) -> None:
+        """Run until :meth:`shutdown`."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self._started is None:
+            self._started = asyncio.Event()
+        async with self.broadcaster:
+            server = await loop.create_server(
+                lambda: _Connection(self), self.host, self.port, backlog=self.backlog
+            )
+            self.port = server.sockets[0].getsockname()[1]
+            idle = self._spawn(self._sweep_idle())
+            self._started.set()
+            try:
+                await self._stop.wait()
+            finally:
+                server.close()
+                idle.cancel()
+                await self.broadcaster.close_clients(
+                    protocol.CLOSE_GOING_AWAY, "server shutting down"
+                )
+                for connection in list(self._connections):
+                    connection.abort()
+                await self._drain_tasks()
+                try:
+                    await asyncio.wait_for(server.wait_closed(), self.close_timeout)
+                except TimeoutError:  # pragma: no cover - defensive
+                    logger.warning("wsbridge: server sockets did not close in time")
+
+    async def _drain_tasks(self) -> None:
+        # Handshakes and request workers are cancelled; releasing subscriptions is not.
+        for task, cancellable in list(self._tasks.items()):
+            if cancellable:
+                task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.close_timeout)
+
+    def _spawn(
+        self, coroutine: Coroutine[Any, Any, Any], *, cancellable: bool = True
+    ) -> asyncio.Task[Any]:
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)
+        self._tasks[task] = cancellable
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("wsbridge: server task failed", exc_info=task.exception())
+
+    async def _sweep_idle(self) -> None:
+        timeout = self.endpoint.idle_timeout
+        if timeout is None:
+            return
+        assert self._loop is not None
+        interval = min(1.0, timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            deadline = self._loop.time() - timeout
+            for connection in list(self._connections):
+                if connection.last_seen < deadline and connection.subscriber is not None:
+                    connection.subscriber.close(protocol.CLOSE_IDLE_TIMEOUT, "idle timeout")
+
+    def _mark_dirty(self, connection: _Connection) -> None:
+        self._dirty.append(connection)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        # Once per loop iteration: every client gets one write for all its pending frames.
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.write_pending()
+
+
+class _Connection(asyncio.Protocol):
+    """One client: the websockets protocol state, the session, and the subscriber."""
+
+    __slots__ = (
+        "close_timer",
+        "dirty",
+        "last_seen",
+        "ops",
+        "paused",
+        "pending",
+        "server",
+        "session",
+        "subscriber",
+        "transport",
+        "worker",
+        "ws",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.ws = ServerProtocol(max_size=server.endpoint.limits.max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.subscriber: Subscriber | None = None
+        self.pending: list[bytes] = []
+        self.dirty = False
+        self.paused = False
+        self.ops: deque[Command] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.close_timer: asyncio.TimerHandle | None = None
+        assert server._loop is not None
+        self.last_seen = server._loop.time()
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.server._loop is not None
+        self.last_seen = self.server._loop.time()
+        self.ws.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._process()
+        return None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        subscriber = self.subscriber
+        if subscriber is None or subscriber.closed or self.transport is None:
+            return
+        # Drain the outbox that filled while the socket was busy, then take direct writes.
+        backlog = subscriber.get_nowait()
+        if backlog:
+            self.write_pending()
+            self.transport.writelines([frame.wire for frame in backlog])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        if self.worker is not None:
+            self.worker.cancel()
+        self.transport = None
+        subscriber, self.subscriber = self.subscriber, None
+        if subscriber is not None:
+            subscriber.sink = None
+            subscriber.on_close = None
+            self.server.endpoint._open -= 1
+            self.server._spawn(self.server.broadcaster._detach(subscriber), cancellable=False)
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once (shutdown of clients that did not leave)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- frames in -----------------------------------------------------------------
+
+    def _process(self) -> None:
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                self._on_request(event)
+            elif isinstance(event, WireFrame):
+                self._on_frame(event)
+        self._send_protocol_data()
+
+    def _on_request(self, request: Request) -> None:
+        path, _, query = request.path.partition("?")
+        if path != self.server.path:
+            self.ws.send_response(self.ws.reject(404, "Not Found\n"))
+            return
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        info = ConnectionInfo.build(
+            path=path,
+            headers=list(request.headers.raw_items()),
+            query_string=query,
+            client=(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None,
+            subprotocols=_subprotocols(request.headers),
+        )
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.worker = self.server._spawn(self._handshake(request, info))
+
+    async def _handshake(self, request: Request, info: ConnectionInfo) -> None:
+        endpoint = self.server.endpoint
+        handshake = await endpoint.handshake(info)
+        if self.transport is None:
+            return
+        if not handshake.accepted:
+            self.ws.send_response(self.ws.reject(handshake.status, handshake.reason + "\n"))
+            self._send_protocol_data()
+            return
+        response = self.ws.accept(request)
+        self.ws.send_response(response)
+        self._send_protocol_data()
+        if self.ws.state is not State.OPEN:
+            return
+        subscriber = endpoint.broadcaster.subscriber(
+            max_messages=endpoint.max_buffer_messages,
+            max_bytes=endpoint.max_buffer_bytes,
+            overflow=endpoint.overflow,
+        )
+        endpoint.broadcaster._attach(subscriber)
+        endpoint._open += 1
+        subscriber.sink = self._sink
+        subscriber.on_close = self._on_subscriber_closed
+        self.subscriber = subscriber
+        self.session = endpoint._session(handshake.principal)
+        self.ops.extend(self.session.start())
+        self.transport.resume_reading()
+        await self._work()
+
+    def _on_frame(self, frame: WireFrame) -> None:
+        session = self.session
+        if session is None or self.subscriber is None:
+            return
+        assert self.server._loop is not None
+        now = self.server._loop.time()
+        if frame.opcode is Opcode.TEXT:
+            commands = session.receive_text(bytes(frame.data).decode("utf-8", "replace"), now)
+        elif frame.opcode is Opcode.BINARY:
+            commands = session.receive_bytes(bytes(frame.data), now)
+        else:
+            return  # ping, pong and close are answered by the websockets protocol
+        if self.worker is None and not any(
+            isinstance(c, (Subscribe, Unsubscribe)) for c in commands
+        ):
+            for command in commands:
+                self._apply_now(command)
+            return
+        if len(self.ops) + len(commands) > _MAX_PENDING_OPS:
+            self.subscriber.close(protocol.CLOSE_POLICY_VIOLATION, "too many pending requests")
+            return
+        # Subscriptions wait for the broker: run them, and what follows, in order.
+        self.ops.extend(commands)
+        if self.worker is None:
+            self.worker = self.server._spawn(self._work())
+
+    def _apply_now(self, command: Command) -> None:
+        assert self.subscriber is not None
+        if isinstance(command, Reply):
+            self.subscriber.send_text(command.text)
+        elif isinstance(command, Close):
+            self.subscriber.close(command.code, command.reason)
+
+    async def _work(self) -> None:
+        try:
+            for _ in range(_MAX_PENDING_OPS * 4):
+                if not self.ops or self.subscriber is None:
+                    break
+                command = self.ops.popleft()
+                if isinstance(command, (Reply, Close)):
+                    self._apply_now(command)
+                else:
+                    await self.server.endpoint._apply([command], self.subscriber)
+        finally:
+            self.worker = None
+
+    # -- frames out ----------------------------------------------------------------
+
+    def _sink(self, frame: Frame) -> bool:
+        if self.paused or self.transport is None:
+            return False
+        self.pending.append(frame.wire)
+        if not self.dirty:
+            self.dirty = True
+            self.server._mark_dirty(self)
+        return True
+
+    def write_pending(self) -> None:
+        """Write every pending frame with one call."""
+        self.dirty = False
+        pending = self.pending
+        if pending:
+            self.pending = []
+            if self.transport is not None:
+                self.transport.writelines(pending)
+
+    def _send_protocol_data(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        self.write_pending()  # events queued before a pong or a close go first
+        for data in self.ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+        if self.ws.close_expected() and self.close_timer is None and self.server._loop is not None:
+            self.close_timer = self.server._loop.call_later(
+                self.server.close_timeout, transport.abort
+            )
+        if self.ws.state is State.CLOSED:
+            transport.close()
+
+    def _on_subscriber_closed(self) -> None:
+        subscriber = self.subscriber
+        if subscriber is None or self.ws.state is not State.OPEN:
+            return
+        if subscriber.close_code == protocol.CLOSE_SLOW_CONSUMER:
+            self.pending = []  # the client is not reading: do not pile more on
+        self.ws.send_close(
+            subscriber.close_code or protocol.CLOSE_GOING_AWAY, subscriber.close_reason[:120]
+        )
+        self._send_protocol_data()
+
+
+def _subprotocols(headers: Headers) -> list[str]:
+    offered = ",".join(headers.get_all("Sec-WebSocket-Protocol"))
+    return [p.strip() for p in offered.split(",") if p.strip()]

@@ -33,6 +33,9 @@ __all__ = ["Broadcaster", "Frame", "OverflowPolicy", "Stats", "Subscriber"]
 
 logger = logging.getLogger("wsbridge")
 
+# Endpoints enforce their own, usually tighter, limit on the names clients send.
+_MAX_NAME = 4096
+
 
 class OverflowPolicy(str, Enum):
     """What a subscriber does when its outbox is full.
@@ -493,7 +496,7 @@ class Broadcaster:
         if subscriber not in self._subscribers:
             raise BrokerClosedError("subscribe on a subscriber that is not open")
         for channel in channels:
-            validate_channel(channel)
+            validate_channel(channel, max_length=_MAX_NAME)
             if is_pattern(channel):
                 if channel not in subscriber._patterns:
                     subscriber._patterns.append(channel)
@@ -561,7 +564,7 @@ class Broadcaster:
         """
         if not self._running:
             raise BrokerClosedError("the broadcaster is not running: use 'async with broadcaster:'")
-        validate_channel(channel)
+        validate_channel(channel, max_length=_MAX_NAME)
         payload = self.registry.encode(channel, data)
         await self._backend.publish(channel, payload)
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.frames import Frame as WireFrame
+from websockets.frames import Opcode
 
 from tests.support.redis_server import scaled
 
@@ -116,8 +118,8 @@ class StalledClient:
                 received += len(chunk)
                 self.protocol.receive_data(chunk)
             for event in self.protocol.events_received():
-                if getattr(event, "opcode", None) is not None and event.opcode.name == "TEXT":
-                    texts.append(event.data.decode())
+                if isinstance(event, WireFrame) and event.opcode is Opcode.TEXT:
+                    texts.append(bytes(event.data).decode())
             if self.protocol.close_rcvd is not None or not chunk:
                 break
         rcvd = self.protocol.close_rcvd

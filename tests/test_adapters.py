@@ -281,3 +281,22 @@ async def test_http_request_to_the_websocket_path_is_refused(harness: Harness) -
     async with httpx.AsyncClient(timeout=scaled(10)) as http:
         response = await http.get(harness.server.http_url + "/ws")
     assert response.status_code in (400, 404, 405, 426)
+
+
+async def test_fastapi_router_prefix_applies_to_the_websocket_route() -> None:
+    from fastapi import FastAPI
+
+    from tests.support.servers import UvicornServer
+    from wsbridge.fastapi import create_router
+
+    broadcaster = Broadcaster()
+    app = FastAPI(lifespan=broadcaster.lifespan)
+    app.include_router(create_router(broadcaster, path="/ws", prefix="/api"))
+    server = UvicornServer(app).start()
+    try:
+        client = await Client.connect(server.url.replace("/ws", "/api/ws"))
+        await client.send_json({"type": "ping"})
+        assert await client.recv() == {"type": "pong"}
+        await client.close()
+    finally:
+        server.stop()

@@ -84,3 +84,9 @@ async def test_tls_with_certificate_verification(redis_server_factory: Any, tmp_
     # Without the CA the server's certificate is not trusted: a clear failure, not a hang.
     with anyio.fail_after(scaled(15)), pytest.raises(BrokerUnavailableError):
         await Broadcaster(url, backend_options={"connect_timeout": 2}).__aenter__()
+
+
+async def test_a_missing_password_fails_at_startup(redis_server_factory: Any) -> None:
+    server = redis_server_factory(args=["--requirepass", "s3cret"])
+    with anyio.fail_after(scaled(15)), pytest.raises(BrokerUnavailableError):
+        await Broadcaster(server.url).__aenter__()

@@ -250,6 +250,17 @@ async def test_authentication_and_per_channel_authorization(adapter: str) -> Non
         assert await operator.recv() == {"channel": "trade:executed", "data": {"symbol": "MSFT"}}
         # The viewer's first event is the executed trade: it never saw the approval.
         assert await viewer.recv() == {"channel": "trade:executed", "data": {"symbol": "MSFT"}}
+        # A pattern it may hold does not smuggle in a channel it may not see.
+        await viewer.send_json({"type": "unsubscribe", "channels": ["trade:executed"]})
+        assert (await viewer.recv())["type"] == "unsubscribed"
+        await viewer.subscribe(["trade:*"])
+        await app.acall(broadcaster.publish, "trade:pending_approval", {"symbol": "TSLA"})  # type: ignore[attr-defined]
+        await app.acall(broadcaster.publish, "trade:executed", {"symbol": "NVDA"})  # type: ignore[attr-defined]
+        assert await viewer.recv() == {"channel": "trade:executed", "data": {"symbol": "NVDA"}}
+        assert await operator.recv() == {
+            "channel": "trade:pending_approval",
+            "data": {"symbol": "TSLA"},
+        }
         await close_all([operator, viewer])
     finally:
         app.stop()

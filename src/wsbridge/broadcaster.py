@@ -151,6 +151,8 @@ class Subscriber:
         "_wakeup",
         "close_code",
         "close_reason",
+        "_verdicts",
+        "allow",
         "on_close",
         "sink",
     )
@@ -183,6 +185,11 @@ class Subscriber:
         self.sink: Callable[[Frame], bool] | None = None
         #: Called once when the subscriber is told to disconnect.
         self.on_close: Callable[[], None] | None = None
+        #: Authorization of concrete channels reached through a pattern: an authorized
+        #: ``risk:*`` must not carry a channel the client may not see. Checked once per
+        #: channel and remembered.
+        self.allow: Callable[[str], bool] | None = None
+        self._verdicts: dict[str, bool] = {}
 
     # -- subscriptions -------------------------------------------------------------
 
@@ -198,6 +205,15 @@ class Subscriber:
     async def unsubscribe(self, channels: Iterable[str]) -> None:
         """Stop receiving these channels or patterns."""
         await self._broadcaster._unsubscribe(self, list(channels))
+
+    def _permits(self, channel: str) -> bool:
+        verdict = self._verdicts.get(channel)
+        if verdict is None:
+            if len(self._verdicts) >= 4096:
+                self._verdicts.clear()
+            allow = self.allow
+            verdict = self._verdicts[channel] = allow is None or bool(allow(channel))
+        return verdict
 
     def _owns(self, channel: str, pattern: str) -> bool:
         # A subscriber whose subscriptions overlap gets each event once: through its exact
@@ -612,7 +628,9 @@ class Broadcaster:
         else:
             channel = message.channel
             for subscriber in route:
-                if subscriber._owns(channel, pattern):
+                if subscriber._owns(channel, pattern) and (
+                    subscriber.allow is None or subscriber._permits(channel)
+                ):
                     subscriber.push(frame)
 
     def _log_limited(self, key: str, msg: str, *args: object) -> None:

@@ -214,18 +214,28 @@ class Endpoint:
             principal = result
         return Handshake(True, principal=principal)
 
-    def _session(self, principal: object) -> Session:
+    def _authorizer(self, principal: object) -> Callable[[str], bool] | None:
         authorize = self.authorize
-        check: Callable[[str], bool] | None = None
-        if authorize is not None:
+        if authorize is None:
+            return None
 
-            def check(channel: str) -> bool:
-                try:
-                    return bool(authorize(principal, channel))
-                except Exception:
-                    logger.exception("wsbridge: the authorize hook raised; denying %r", channel)
-                    return False
+        def check(channel: str) -> bool:
+            try:
+                return bool(authorize(principal, channel))
+            except Exception:
+                logger.exception("wsbridge: the authorize hook raised; denying %r", channel)
+                return False
 
+        return check
+
+    def connect(self, subscriber: Subscriber, principal: object) -> Session:
+        """Prepare one accepted connection: its session, and its subscriber's authorization.
+
+        The hook sees the channels and patterns a client asks for, and also each concrete
+        channel that reaches it through a pattern.
+        """
+        check = self._authorizer(principal)
+        subscriber.allow = check
         return Session(default_channels=self.channels, limits=self.limits, authorize=check)
 
     async def serve(self, transport: Transport, principal: object = True) -> None:
@@ -237,7 +247,7 @@ class Endpoint:
                 max_bytes=self.max_buffer_bytes,
                 overflow=self.overflow,
             )
-            session = self._session(principal)
+            session = self.connect(subscriber, principal)
             sent_close = anyio.Event()
             async with subscriber, anyio.create_task_group() as tg:
                 tg.start_soon(self._send_loop, transport, subscriber, sent_close, tg.cancel_scope)

@@ -37,5 +37,6 @@ def create_router(
     broadcaster with the app's lifespan: ``FastAPI(lifespan=broadcaster.lifespan)``.
     """
     router = APIRouter(**router_options)
-    router.routes.append(create_route(target, path, name=name))
+    # Routes appended by hand do not get the router's prefix applied: add it here.
+    router.routes.append(create_route(target, router.prefix + path, name=name))
     return router

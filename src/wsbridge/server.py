@@ -303,7 +303,7 @@ class _Connection(asyncio.Protocol):
         subscriber.sink = self._sink
         subscriber.on_close = self._on_subscriber_closed
         self.subscriber = subscriber
-        self.session = endpoint._session(handshake.principal)
+        self.session = endpoint.connect(subscriber, handshake.principal)
         self.ops.extend(self.session.start())
         self.transport.resume_reading()
         await self._work()

@@ -87,6 +87,10 @@ class RedisBackend:
         try:
             with anyio.fail_after(self._connect_timeout * 2):
                 await conn.connect()  # type: ignore[no-untyped-call]
+                # A server that wants a password we did not give accepts the connection and
+                # refuses every command: find out now, not at the first SUBSCRIBE.
+                await conn.send_command("PING")
+                await conn.read_response()
         except _FAILURES as exc:
             await conn.disconnect()
             raise BrokerUnavailableError(f"cannot connect to Redis: {exc}") from exc

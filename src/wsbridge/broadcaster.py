@@ -148,11 +148,11 @@ class Subscriber:
         "_patterns",
         "_policy",
         "_queue",
+        "_verdicts",
         "_wakeup",
+        "allow",
         "close_code",
         "close_reason",
-        "_verdicts",
-        "allow",
         "on_close",
         "sink",
     )

@@ -415,3 +415,19 @@ async def test_demo_serves_the_dashboard_and_its_events() -> None:
         event = await client.recv_event()
         assert event["channel"] in registry
         await client.close()
+
+
+async def test_demo_closes_every_client_with_1001_and_exits_0_on_sigterm() -> None:
+    port = free_port()
+    child = Child(wsbridge_command("demo", "--port", str(port)), env=child_env())
+    try:
+        child.wait_for(r"Uvicorn running on", timeout=30)
+        clients = await subscribed(f"ws://127.0.0.1:{port}/ws", 2)
+        child.send_signal(signal.SIGTERM)
+        with anyio.fail_after(scaled(10)):
+            closes = [await client.closed() for client in clients]
+        assert [code for code, _ in closes] == [1001, 1001]
+        assert await anyio.to_thread.run_sync(child.wait) == 0
+    finally:
+        child.stop()
+    assert "Traceback" not in child.output()

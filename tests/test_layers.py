@@ -47,6 +47,7 @@ EDGES = (
     "wsbridge.fastapi",
     "wsbridge.aiohttp",
     "wsbridge.server",
+    "wsbridge.uvicorn",
     "wsbridge.prometheus",
     "wsbridge.cli",
     "wsbridge.client",

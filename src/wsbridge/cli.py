@@ -21,7 +21,6 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -202,42 +201,17 @@ class _HealthApp:
 def _uvicorn_server(
     config: uvicorn.Config, broadcaster: Broadcaster, banner: Callable[[int], str]
 ) -> uvicorn.Server:
-    """A uvicorn server whose shutdown closes every client with 1001 first.
+    """Wsbridge's graceful uvicorn server (1001 to every client, exit 0), with a banner."""
+    from wsbridge.uvicorn import Server
 
-    Left alone, uvicorn closes open WebSockets with 1012 (service restart) when it stops,
-    before the application's lifespan shutdown runs; and after a signal it re-raises that
-    signal, so the process would end killed by SIGTERM instead of exiting 0.
-    """
-    import uvicorn
-
-    class BridgeServer(uvicorn.Server):
+    class BridgeServer(Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
                 bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else 0
                 click.echo(banner(bound), err=True)
 
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # Not recorded for re-raising: a clean shutdown exits with status 0.
-            if self.should_exit and sig == signal.SIGINT:
-                self.force_exit = True
-            else:
-                self.should_exit = True
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            for server in getattr(self, "servers", ()):
-                server.close()  # accept nobody new while the others leave
-            await broadcaster.close_clients(protocol.CLOSE_GOING_AWAY, "server shutting down")
-            # Let clients answer the close frame, so TCP closes after the handshake.
-            with anyio.move_on_after(_DRAIN_SECONDS):
-                while any(  # noqa: ASYNC110 - uvicorn offers no event for its connection set
-                    type(c).__module__.startswith("uvicorn.protocols.websockets")
-                    for c in self.server_state.connections
-                ):
-                    await anyio.sleep(0.02)
-            await super().shutdown(sockets=sockets)
-
-    return BridgeServer(config)
+    return BridgeServer(config, broadcaster, drain_timeout=_DRAIN_SECONDS)
 
 
 async def _run_uvicorn(server: uvicorn.Server, broadcaster: Broadcaster, broker: str) -> None:

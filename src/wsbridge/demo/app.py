@@ -186,6 +186,7 @@ def create_app(
         redoc_url=None,
     )
     app.include_router(create_router(endpoint, path="/ws"))
+    app.state.broadcaster = broadcaster
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -310,4 +311,10 @@ def serve(
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
     print(f"wsbridge demo: open http://{shown}:{port}/ in a browser (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    from wsbridge.uvicorn import Server
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
+    )
+    # Clients get 1001 on SIGTERM and the process exits 0, as with `wsbridge serve`.
+    Server(config, app.state.broadcaster).run()

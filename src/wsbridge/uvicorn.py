@@ -1,0 +1,61 @@
+"""Run wsbridge on uvicorn with a shutdown that closes every client with 1001.
+
+Left alone, uvicorn closes open WebSockets with 1012 (service restart) when it stops,
+before the application's lifespan shutdown runs, and after a signal it re-raises that
+signal, so the process ends killed by it. :class:`Server` closes the broadcaster's clients
+with 1001 first, lets them answer the close frame, and exits with status 0::
+
+    import uvicorn
+    from wsbridge.uvicorn import Server
+
+    Server(uvicorn.Config(app, port=8000), broadcaster).run()
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from types import FrameType
+
+import anyio
+import uvicorn
+
+from wsbridge import protocol
+from wsbridge.broadcaster import Broadcaster
+
+__all__ = ["Server"]
+
+
+class Server(uvicorn.Server):
+    """A ``uvicorn.Server`` whose shutdown closes ``broadcaster``'s clients with 1001 first.
+
+    ``drain_timeout`` bounds the wait for clients to answer the close frame.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, broadcaster: Broadcaster, *, drain_timeout: float = 2.0
+    ) -> None:
+        super().__init__(config)
+        self.broadcaster = broadcaster
+        self.drain_timeout = drain_timeout
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Stop on SIGTERM/SIGINT without re-raising the signal: a clean stop exits 0."""
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close every client with 1001, wait for them (bounded), then shut uvicorn down."""
+        for server in getattr(self, "servers", ()):
+            server.close()  # accept nobody new while the others leave
+        await self.broadcaster.close_clients(protocol.CLOSE_GOING_AWAY, "server shutting down")
+        # Let clients answer the close frame, so TCP closes after the closing handshake.
+        with anyio.move_on_after(self.drain_timeout):
+            while any(  # noqa: ASYNC110 - uvicorn offers no event for its connection set
+                type(c).__module__.startswith("uvicorn.protocols.websockets")
+                for c in self.server_state.connections
+            ):
+                await anyio.sleep(0.02)
+        await super().shutdown(sockets=sockets)

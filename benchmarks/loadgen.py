@@ -101,6 +101,7 @@ class Worker:
         self.measuring = False
         self.fresh = 0
         self.frames = 0
+        self.event_max = array("q")  # rate mode: the slowest delivery of each event
         self.received = 0  # every frame, measured or not: progress while a backlog drains
         self.cpu0 = 0.0
         self.first_error = ""
@@ -153,7 +154,10 @@ class Worker:
         if self.latency:
             n = NS_RE.search(payload, i)
             if n is not None:
-                t.lat.append(now - int(n.group(1)))
+                lat = now - int(n.group(1))
+                t.lat.append(lat)
+                if lat > self.event_max[index]:
+                    self.event_max[index] = lat
         if not t.validated:
             t.validated = True
             self._validate(t, payload, seq)
@@ -269,6 +273,20 @@ class Worker:
         self._spawn(reader)
         return ws
 
+    def ping(self, handle: Any) -> None:
+        """Send ``{"type":"ping"}`` on one client without waiting."""
+        try:
+            if self.client == "picows":
+                from picows import WSMsgType
+
+                handle.send(WSMsgType.TEXT, PING)
+            elif self.client == "websockets":
+                self._spawn(lambda: handle.send(PING.decode()))
+            else:
+                self._spawn(lambda: handle.send_str(PING.decode()))
+        except Exception:  # a client that has gone is counted by its reader, not here
+            return
+
     def _spawn(self, coro_fn: Callable[[], Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro_fn())
         self.tasks.add(task)  # keep a reference: a pending task may otherwise be collected
@@ -295,6 +313,7 @@ class Worker:
             t.reset(count, self.nch)
         self.fresh = 0
         self.frames = 0
+        self.event_max = array("q", bytes(8 * count)) if latency else array("q")
         self.measuring = True
         self.cpu0 = time.process_time()
         return {"ok": True}
@@ -349,8 +368,23 @@ class Worker:
             "last_ns": max((t.last_ns for t in tallies), default=0),
             "cpu_s": cpu,
             "latency_ns_b64": base64.b64encode(lat.tobytes()).decode() if self.latency else "",
+            "event_max_ns_b64": base64.b64encode(self.event_max.tobytes()).decode(),
             "error": self.first_error,
         }
+
+
+async def keepalive(worker: Worker, interval: float, max_seconds: float) -> None:
+    """Ping every client once per ``interval`` seconds, spread over the interval.
+
+    The reference client pings every 30 s, and servers may close clients that stay silent
+    (wsbridge's idle timeout is 75 s by default).
+    """
+    ticks = max(1, int(interval))
+    for tick in range(int(max_seconds) + 1):
+        await asyncio.sleep(1.0)
+        handles = worker.handles
+        for k in range(tick % ticks, len(handles), ticks):
+            worker.ping(handles[k])
 
 
 async def serve_commands(worker: Worker, max_seconds: float) -> None:
@@ -396,13 +430,18 @@ def main() -> None:
     parser.add_argument("--channels", nargs="+", required=True)
     parser.add_argument("--client", choices=["picows", "websockets", "aiohttp"], default="picows")
     parser.add_argument("--max-seconds", type=float, default=1800.0)
+    parser.add_argument("--ping-interval", type=float, default=30.0, help="as the reference client")
     args = parser.parse_args()
     worker = Worker(args.url, args.channels, args.client)
 
     async def run() -> None:
+        pinger = asyncio.get_running_loop().create_task(
+            keepalive(worker, args.ping_interval, args.max_seconds)
+        )
         try:
             await serve_commands(worker, args.max_seconds)
         finally:
+            pinger.cancel()
             for handle in worker.handles:
                 with contextlib.suppress(Exception):
                     if args.client == "picows":

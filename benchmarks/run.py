@@ -463,16 +463,19 @@ async def run_case(
             if mode == "throughput":
                 m = cfg.deliveries // (n * copies)
                 m = max(cfg.min_messages, min(cfg.max_messages, m))
-                spy = start_profile(server.pid, logs / f"{tag}") if cfg.profile else None
-                try:
-                    r = await measure(cfg, server.pid, pub, factory, workers, base, m, None)
-                finally:
-                    if spy is not None:
-                        r_profile = await asyncio.to_thread(stop_profile, spy, logs / f"{tag}")
-                        result["profile"] = r_profile
+                rate: float | None = None
             else:
                 m = max(1, round(cfg.rate * cfg.duration))
-                r = await measure(cfg, server.pid, pub, factory, workers, base, m, cfg.rate)
+                rate = cfg.rate
+            stem = logs / f"{tag}.{mode}"
+            spy = start_profile(server.pid, stem) if cfg.profile and rep == 0 else None
+            try:
+                r = await measure(cfg, server.pid, pub, factory, workers, base, m, rate)
+            finally:
+                if spy is not None:
+                    result.setdefault("profiles", {})[mode] = await asyncio.to_thread(
+                        stop_profile, spy, stem
+                    )
             base += m
             result["modes"][mode] = r
             await settle(server.pid, timeout=10)
@@ -667,6 +670,18 @@ async def measure(
             lat.frombytes(base64.b64decode(r["latency_ns_b64"]))
         out["offered_rate"] = rate
         out["achieved_rate"] = m / ((t_pub - t0) / 1e9) if m > 1 and t_pub > t0 else rate
+        worst = [0] * m
+        for r in replies:
+            ev = array("q")
+            ev.frombytes(base64.b64decode(r.get("event_max_ns_b64", "")))
+            worst = [max(a, b) for a, b in zip(worst, ev, strict=False)] if ev else worst
+        if any(worst):
+            # fan-out completion time of each event: its slowest delivery
+            ranked = sorted(range(m), key=lambda k: -worst[k])[:5]
+            out["event_fanout_p50_ms"] = statistics.median(worst) / 1e6
+            out["slowest_events"] = [
+                {"index": k, "t_s": k / rate, "ms": worst[k] / 1e6} for k in ranked
+            ]
         if lat:
             ordered = sorted(lat)
             out["p50_ms"] = _pct(ordered, 50) / 1e6
@@ -937,7 +952,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--min-messages", type=int, default=20)
     p.add_argument("--max-messages", type=int, default=10_000)
     p.add_argument("--rate", type=float, default=10.0, help="rate mode: messages per second")
-    p.add_argument("--duration", type=float, default=10.0, help="rate mode: seconds")
+    p.add_argument("--duration", type=float, default=20.0, help="rate mode: seconds")
     p.add_argument("--workers", type=int, default=2, help="load-generator processes")
     p.add_argument("--client", choices=["picows", "websockets", "aiohttp"], default="picows")
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
@@ -963,7 +978,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )  # fmt: skip
     p.add_argument(
         "--profile", action="store_true",
-        help="record a py-spy profile of each server during its first throughput run",
+        help="record a py-spy profile of each server during its first repeat's measured phases",
     )  # fmt: skip
     a = p.parse_args(argv)
     if a.smoke:
@@ -1094,6 +1109,9 @@ async def amain(cfg: Config) -> int:
     raw = md.with_suffix(".json")
     raw.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
     print(f"saved {md} and {raw.name}; logs in {logs}", file=sys.stderr)
+    measured = [key for key, g in groups.items() if g["runs"] or g["failed"]]
+    failed = {key for key in measured if any(b.startswith(f"{key[0]} N={key[1]} ") for b in bad)}
+    print(f"benchmark: {len(measured) - len(failed)} passed, {len(failed)} failed")
     return 1 if bad else 0
 
 

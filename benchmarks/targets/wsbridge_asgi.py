@@ -1,4 +1,4 @@
-"""wsbridge's ASGI adapter on uvicorn, with its defaults (slow-client isolation and validation on).
+"""wsbridge's ASGI adapter on uvicorn, with its defaults (slow-client isolation on).
 
 ``WebSocketApp(Endpoint(broadcaster, channels=[...]))`` is a complete ASGI application: it handles
 the lifespan protocol (which starts and stops the broadcaster) and serves the WebSocket route.

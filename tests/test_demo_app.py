@@ -333,15 +333,20 @@ def test_create_app_refuses_a_bad_interval() -> None:
 def test_serve_prints_the_url_and_runs_uvicorn(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The real server is exercised through a process in tests/test_cli.py; here only what
+    # serve() hands to it.
+    from wsbridge.uvicorn import Server
+
     calls: list[dict[str, Any]] = []
 
-    def fake_run(app: object, **options: Any) -> None:
-        calls.append({"app": app, **options})
+    def fake_run(self: Server, sockets: object = None) -> None:
+        calls.append({"host": self.config.host, "port": self.config.port, "bc": self.broadcaster})
 
-    monkeypatch.setattr("uvicorn.run", fake_run)
+    monkeypatch.setattr(Server, "run", fake_run)
     serve(host="0.0.0.0", port=8123, seed=1)
     assert "http://127.0.0.1:8123/" in capsys.readouterr().out
     assert calls[0]["host"] == "0.0.0.0"
     assert calls[0]["port"] == 8123
+    assert calls[0]["bc"] is not None
     serve(host="::1", port=8124)
     assert "http://[::1]:8124/" in capsys.readouterr().out

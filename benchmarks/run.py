@@ -83,6 +83,9 @@ TARGETS = {
         Target(BROADCASTER, "encode/broadcaster + Starlette"),
         Target(CEILING, "websockets server + broadcast()"),
         Target("wsbridge_asgi", "wsbridge WebSocketApp on uvicorn"),
+        Target("wsbridge_fastapi", "wsbridge FastAPI router on uvicorn"),
+        Target("wsbridge_starlette", "wsbridge Starlette route on uvicorn"),
+        Target("wsbridge_aiohttp", "wsbridge aiohttp handler"),
         Target("wsbridge_serve", "wsbridge serve"),
     ]
 }

@@ -12,15 +12,15 @@ Import the fixture from ``tests/conftest.py``: ``from tests._js import js_tools`
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
+from tests.support.ci import unavailable
 from tests.support.redis_server import scaled
 
 __all__ = ["JS_DIR", "JsTools", "js_tools"]
@@ -29,13 +29,6 @@ JS_DIR = Path(__file__).resolve().parent / "js"
 
 _INSTALL_TIMEOUT = 600.0  # seconds, before scaling: a cold npm cache downloads ~20 MB
 _RUN_TIMEOUT = 120.0
-_FALSE_VALUES = frozenset({"", "0", "false", "no", "off"})
-
-
-def _unavailable(message: str) -> NoReturn:
-    if os.environ.get("CI", "").strip().lower() not in _FALSE_VALUES:
-        pytest.fail(f"{message} (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(message)
 
 
 @dataclass(frozen=True)
@@ -102,7 +95,7 @@ def js_tools() -> JsTools:
     """The pinned npm packages of ``tests/js``, installed once per session if needed."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        _unavailable("node and npm are needed to check the AsyncAPI and TypeScript exports")
+        unavailable("node and npm are needed to check the AsyncAPI and TypeScript exports")
     pinned = _pinned()
     if any(_installed(name) != version for name, version in pinned.items()):
         command = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
@@ -116,14 +109,14 @@ def js_tools() -> JsTools:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            _unavailable(f"'npm ci' in {JS_DIR} took more than {scaled(_INSTALL_TIMEOUT):.0f} s")
+            unavailable(f"'npm ci' in {JS_DIR} took more than {scaled(_INSTALL_TIMEOUT):.0f} s")
         if result.returncode != 0:
-            _unavailable(f"'npm ci' in {JS_DIR} failed:\n{result.stderr[-2000:]}")
+            unavailable(f"'npm ci' in {JS_DIR} failed:\n{result.stderr[-2000:]}")
         wrong = {
             name: _installed(name)
             for name, version in pinned.items()
             if _installed(name) != version
         }
         if wrong:
-            _unavailable(f"'npm ci' did not install the pinned versions: {wrong}")
+            unavailable(f"'npm ci' did not install the pinned versions: {wrong}")
     return JsTools(node)

@@ -25,11 +25,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO
 
 import pytest
 
 import wsbridge
+from tests.support.ci import unavailable
 from tests.support.redis_server import TIMEOUT_SCALE_ENV, free_port, scaled
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,6 @@ SCRIPT = BROWSER_DIR / "dashboard.mjs"
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 _SEED = 7
-_FALSE_VALUES = frozenset({"", "0", "false", "no", "off"})
 _SERVER_START_TIMEOUT = 30.0
 _SERVER_STOP_TIMEOUT = 15.0
 _SCRIPT_TIMEOUT = 180.0
@@ -51,12 +51,6 @@ import json, sys
 from wsbridge.demo import serve
 serve(**json.loads(sys.argv[1]))
 """
-
-
-def _unavailable(message: str) -> NoReturn:
-    if os.environ.get("CI", "").strip().lower() not in _FALSE_VALUES:
-        pytest.fail(f"{message} (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(message)
 
 
 def _playwright_version() -> str | None:
@@ -74,17 +68,17 @@ def browser_tools() -> tuple[str, str]:
         try:
             __import__(module)
         except ImportError:
-            _unavailable(f"the demo needs {module}: install wsbridge[fastapi,server]")
+            unavailable(f"the demo needs {module}: install wsbridge[fastapi,server]")
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        _unavailable("node and npm are needed for the browser tests")
+        unavailable("node and npm are needed for the browser tests")
     chromium = (
         os.environ.get("CHROMIUM_PATH")
         or shutil.which("chromium")
         or shutil.which("chromium-browser")
     )
     if chromium is None or not os.access(chromium, os.X_OK):
-        _unavailable("Chromium is needed for the browser tests: apt-get install chromium")
+        unavailable("Chromium is needed for the browser tests: apt-get install chromium")
     manifest = json.loads((BROWSER_DIR / "package.json").read_text(encoding="utf-8"))
     pinned = manifest["devDependencies"]["playwright-core"]
     if _playwright_version() != pinned:
@@ -99,9 +93,9 @@ def browser_tools() -> tuple[str, str]:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            _unavailable(f"'npm ci' in {BROWSER_DIR} took too long")
+            unavailable(f"'npm ci' in {BROWSER_DIR} took too long")
         if result.returncode != 0 or _playwright_version() != pinned:
-            _unavailable(f"'npm ci' in {BROWSER_DIR} failed:\n{result.stderr[-2000:]}")
+            unavailable(f"'npm ci' in {BROWSER_DIR} failed:\n{result.stderr[-2000:]}")
     return node, chromium
 
 

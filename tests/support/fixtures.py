@@ -12,12 +12,12 @@ when the ``CI`` environment variable is set, so CI never passes by skipping them
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
+from tests.support.ci import unavailable
 from tests.support.redis_server import (
     BINARY_ENV,
     RedisServer,
@@ -37,8 +37,6 @@ __all__ = [
     "redis_url",
 ]
 
-_FALSE_VALUES = frozenset({"", "0", "false", "no", "off"})
-
 
 class RedisServerFactory(Protocol):
     """Start a fresh :class:`RedisServer` (closed when the test ends) and return it."""
@@ -48,16 +46,6 @@ class RedisServerFactory(Protocol):
         ...
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in _FALSE_VALUES
-
-
-def _unavailable(message: str) -> NoReturn:
-    if _in_ci():
-        pytest.fail(f"{message} (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(message)
-
-
 def _require_binary() -> str:
     """Return the redis-server binary, or skip (fail under CI) the test."""
     try:
@@ -65,7 +53,7 @@ def _require_binary() -> str:
     except RedisServerError as exc:
         pytest.fail(str(exc), pytrace=False)
     if binary is None:
-        _unavailable(f"redis-server not found: install Redis or set {BINARY_ENV} to its path")
+        unavailable(f"redis-server not found: install Redis or set {BINARY_ENV} to its path")
     return binary
 
 

@@ -34,6 +34,7 @@ PURE_CORE = {
 RUNTIME = {
     "wsbridge.broadcaster",
     "wsbridge.endpoint",
+    "wsbridge._direct",
     "wsbridge.backends",
     "wsbridge.backends.memory",
     "wsbridge.backends.redis",

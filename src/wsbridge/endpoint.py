@@ -8,6 +8,7 @@ and call :meth:`Endpoint.handshake` then :meth:`Endpoint.serve`; everything else
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs
 import anyio
 
 from wsbridge import protocol
+from wsbridge._direct import DirectWriter
 from wsbridge.broadcaster import Broadcaster, OverflowPolicy, Subscriber
 from wsbridge.channel import validate_channel
 from wsbridge.exceptions import BrokerUnavailableError, ConfigurationError
@@ -128,6 +130,25 @@ class Handshake:
     principal: object = None
     status: int = 200
     reason: str = ""
+
+
+def _direct_writer(
+    transport: Transport, done: anyio.Event, scope: anyio.CancelScope
+) -> DirectWriter | None:
+    if not inspect.iscoroutinefunction(transport.send):
+        return None
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # trio: frames always go through the send loop
+        return None
+
+    def fail(exc: BaseException) -> None:
+        if not isinstance(exc, TransportClosed):
+            logger.error("wsbridge: sending to a client failed; closing it", exc_info=exc)
+        done.set()
+        scope.cancel()
+
+    return DirectWriter(transport.send, fail)
 
 
 def as_endpoint(target: Endpoint | Broadcaster) -> Endpoint:
@@ -270,9 +291,19 @@ class Endpoint:
         done: anyio.Event,
         scope: anyio.CancelScope,
     ) -> None:
+        direct = _direct_writer(transport, done, scope)
+        subscriber.sink = direct
         try:
             while True:
-                frames = await subscriber.get()
+                if direct is None:
+                    frames = await subscriber.get()
+                else:
+                    direct.idle = True
+                    try:
+                        frames = await subscriber.get()
+                    finally:
+                        direct.idle = False
+                    await direct.drain()
                 if not frames:
                     break
                 for frame in frames:
@@ -283,6 +314,9 @@ class Endpoint:
         except TransportClosed:
             pass
         finally:
+            subscriber.sink = None
+            if direct is not None:
+                direct.cancel()
             done.set()
             scope.cancel()
 

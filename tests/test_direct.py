@@ -1,0 +1,186 @@
+"""Direct writes: on asyncio the fan-out writes to idle connections without a task switch.
+
+These drive :class:`~wsbridge.Endpoint` over a recording transport (a stand-in for a
+web framework's socket, not for the broker: the broker is the real in-memory one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+
+import anyio
+import pytest
+
+from wsbridge import Broadcaster, Endpoint
+from wsbridge.endpoint import TransportClosed
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """A transport that records each frame with the task that wrote it."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[dict[str, object], asyncio.Task[object] | None]] = []
+        self._inbox: deque[str | None] = deque()
+        self._arrived = anyio.Event()
+        self.gate: anyio.Event | None = None
+        self.error: Exception | None = None
+        self.closed: tuple[int, str] | None = None
+        self._waiters: list[tuple[int, anyio.Event]] = []
+
+    def client_sends(self, text: str | None) -> None:
+        """Hand the server a client frame (``None``: the client leaves)."""
+        self._inbox.append(text)
+        self._arrived.set()
+
+    async def receive(self) -> str | bytes | None:
+        while not self._inbox:
+            self._arrived = anyio.Event()
+            await self._arrived.wait()
+        return self._inbox.popleft()
+
+    async def send(self, text: str) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.gate is not None:
+            await self.gate.wait()
+        self.frames.append((json.loads(text), asyncio.current_task()))
+        for n, event in self._waiters:
+            if len(self.frames) >= n:
+                event.set()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    async def wait_for(self, n: int) -> None:
+        """Return once ``n`` frames were written (bounded)."""
+        event = anyio.Event()
+        self._waiters.append((n, event))
+        if len(self.frames) >= n:
+            event.set()
+        with anyio.fail_after(5):
+            await event.wait()
+
+    def events(self) -> list[object]:
+        return [f["data"] for f, _ in self.frames if "channel" in f]
+
+
+async def connect(tg: anyio.abc.TaskGroup, endpoint: Endpoint, t: Recorder) -> None:
+    """Serve ``t`` and return once its default subscriptions are in place."""
+    tg.start_soon(endpoint.serve, t)
+    already = len(t.frames)
+    t.client_sends('{"type": "ping"}')  # answered after the subscriptions are made
+    await t.wait_for(already + 1)
+    assert t.frames[-1][0] == {"type": "pong"}
+
+
+async def test_one_task_writes_every_event_to_every_idle_connection() -> None:
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        endpoint = Endpoint(b, channels=["prices"], idle_timeout=None)
+        clients = [Recorder() for _ in range(3)]
+        for c in clients:
+            await connect(tg, endpoint, c)
+        for i in range(5):
+            await b.publish("prices", {"i": i})
+        for c in clients:
+            await c.wait_for(6)
+            assert c.events() == [{"i": i} for i in range(5)]
+        # With a send loop per connection, each connection's frames would come from its own
+        # task: here the one fan-out task wrote all fifteen.
+        writers = {task for c in clients for f, task in c.frames if "channel" in f}
+        assert len(writers) == 1
+        for c in clients:
+            c.client_sends(None)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_write_that_suspends_keeps_every_frame_in_order() -> None:
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        endpoint = Endpoint(b, channels=["prices"], idle_timeout=None)
+        slow, other = Recorder(), Recorder()
+        await connect(tg, endpoint, slow)
+        await connect(tg, endpoint, other)
+        slow.gate = anyio.Event()
+        for i in range(20):
+            await b.publish("prices", {"i": i})
+        await other.wait_for(21)  # the paused connection holds nobody up
+        assert other.events() == [{"i": i} for i in range(20)]
+        assert slow.events() == []
+        slow.gate.set()
+        await slow.wait_for(21)
+        assert slow.events() == [{"i": i} for i in range(20)]
+        # Once the paused write is done, writes are direct again.
+        slow.gate = None
+        await b.publish("prices", {"i": 20})
+        await slow.wait_for(22)
+        await other.wait_for(22)
+        assert slow.frames[-1][1] is other.frames[-1][1]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_connection_whose_write_fails_ends_alone() -> None:
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        endpoint = Endpoint(b, channels=["prices"], idle_timeout=None)
+        gone, ok = Recorder(), Recorder()
+        await connect(tg, endpoint, gone)
+        await connect(tg, endpoint, ok)
+        gone.error = TransportClosed()
+        await b.publish("prices", {"i": 0})
+        await b.publish("prices", {"i": 1})
+        await ok.wait_for(3)
+        assert ok.events() == [{"i": 0}, {"i": 1}]
+        with anyio.fail_after(5):
+            while endpoint.connections != 1:  # bounded by fail_after; serve() is ending
+                await anyio.wait_all_tasks_blocked()
+        assert b.running
+        await b.publish("prices", {"i": 2})
+        await ok.wait_for(4)
+        tg.cancel_scope.cancel()
+
+
+async def test_an_unexpected_send_error_is_logged_and_ends_that_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        endpoint = Endpoint(b, channels=["prices"], idle_timeout=None)
+        broken, ok = Recorder(), Recorder()
+        await connect(tg, endpoint, broken)
+        await connect(tg, endpoint, ok)
+        broken.error = ValueError("framework bug")
+        with caplog.at_level(logging.ERROR, logger="wsbridge"):
+            await b.publish("prices", {"i": 0})
+            await ok.wait_for(2)
+            with anyio.fail_after(5):
+                while endpoint.connections != 1:
+                    await anyio.wait_all_tasks_blocked()
+        assert "sending to a client failed" in caplog.text
+        assert "framework bug" in caplog.text
+        assert b.running
+        tg.cancel_scope.cancel()
+
+
+async def test_a_slow_connection_is_closed_as_a_slow_consumer() -> None:
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        endpoint = Endpoint(b, channels=["trades"], idle_timeout=None, max_buffer_messages=5)
+        slow, ok = Recorder(), Recorder()
+        await connect(tg, endpoint, slow)
+        await connect(tg, endpoint, ok)
+        slow.gate = anyio.Event()
+        for i in range(10):
+            await b.publish("trades", {"i": i})
+        await ok.wait_for(11)
+        assert ok.events() == [{"i": i} for i in range(10)]
+        assert b.stats().slow_consumer_disconnects == 1
+        slow.gate.set()  # the client reads again: the write it blocked, then the close
+        with anyio.fail_after(5):
+            while slow.closed is None:
+                await anyio.wait_all_tasks_blocked()
+        assert slow.closed[0] == 4008
+        got = slow.events()
+        assert 0 < len(got) < 10
+        assert got == [{"i": i} for i in range(len(got))]  # in order, nothing skipped
+        tg.cancel_scope.cancel()

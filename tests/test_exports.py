@@ -37,6 +37,7 @@ ROOT_EXPORTS = frozenset(
         "TransportClosed",
         # errors
         "BrokerClosedError",
+        "SubscriptionRefusedError",
         "BrokerError",
         "BrokerUnavailableError",
         "ClientFrameError",

@@ -241,6 +241,7 @@ async def test_authentication_and_per_channel_authorization(adapter: str) -> Non
         denied = await viewer.recv()
         assert denied["code"] == "forbidden"
         assert denied["channel"] == "trade:pending_approval"
+        assert await viewer.recv() == {"type": "subscribed", "channels": []}
         await app.acall(broadcaster.publish, "trade:pending_approval", {"symbol": "AAPL"})  # type: ignore[attr-defined]
         await app.acall(broadcaster.publish, "trade:executed", {"symbol": "MSFT"})  # type: ignore[attr-defined]
         assert await operator.recv() == {

@@ -12,7 +12,17 @@ from wsbridge.session import Close, Reply, Subscribe, Unsubscribe
 
 
 def replies(commands: list[object]) -> list[dict[str, object]]:
-    return [json.loads(c.text) for c in commands if isinstance(c, Reply)]
+    """The frames the client gets, if the broker confirms every subscription."""
+    out: list[dict[str, object]] = []
+    for c in commands:
+        if isinstance(c, Reply):
+            out.append(json.loads(c.text))
+        elif isinstance(c, Subscribe) and c.ack is not None:
+            ack: dict[str, object] = {"type": "subscribed", "channels": list(c.ack)}
+            if c.request_id is not None:
+                ack["id"] = c.request_id
+            out.append(ack)
+    return out
 
 
 def test_start_subscribes_default_channels_silently() -> None:
@@ -35,8 +45,28 @@ def test_subscribe_is_acknowledged_after_the_subscription() -> None:
     commands = session.receive_text(
         '{"type": "subscribe", "channels": ["risk:*", "a", "a"], "id": 9}'
     )
-    assert commands[0] == Subscribe(("risk:*", "a"))
+    assert commands == [Subscribe(("risk:*", "a"), ack=("risk:*", "a"), request_id=9)]
     assert replies(commands) == [{"type": "subscribed", "channels": ["risk:*", "a"], "id": 9}]
+
+
+def test_a_refused_subscription_is_forgotten_and_reported() -> None:
+    session = Session(default_channels=["a"])
+    session.start()
+    session.receive_text('{"type": "subscribe", "channels": ["b", "c"], "id": 4}')
+    out = [json.loads(r.text) for r in session.refused(["c"], 4)]
+    assert out == [
+        {
+            "type": "error",
+            "code": "subscription_refused",
+            "message": "the broker refused the subscription to 'c'",
+            "id": 4,
+            "channel": "c",
+        }
+    ]
+    assert session.subscriptions == ("a", "b")
+    # Asking again tries the broker again.
+    commands = session.receive_text('{"type": "subscribe", "channels": ["c"]}')
+    assert commands == [Subscribe(("c",), ack=("c",))]
 
 
 def test_resubscribe_is_idempotent() -> None:
@@ -66,6 +96,10 @@ def test_forbidden_channel_gets_an_error_naming_it() -> None:
     assert out[0]["channel"] == "trade:pending_approval"
     assert out[1] == {"type": "subscribed", "channels": ["x"]}
     assert session.subscriptions == ("x",)
+    # Nothing accepted: still one answer, so a client waiting for it is not left hanging.
+    out = replies(session.receive_text('{"type": "subscribe", "channels": ["trade:pending_x"]}'))
+    assert [f.get("code") for f in out] == ["forbidden", None]
+    assert out[1] == {"type": "subscribed", "channels": []}
 
 
 def test_subscription_limit() -> None:
@@ -226,6 +260,17 @@ class SessionModel(RuleBasedStateMachine):
             self.session.receive_text(json.dumps({"type": "unsubscribe", "channels": channels}))
         )
         self.model -= set(channels)
+
+    @rule(data=st.data())
+    def broker_refuses(self, data: st.DataObject) -> None:
+        held = sorted(self.model)
+        if not held:
+            return
+        channel = data.draw(st.sampled_from(held))
+        replies = self.session.refused([channel])
+        assert [json.loads(r.text)["code"] for r in replies] == ["subscription_refused"]
+        self.model.discard(channel)
+        self.upstream.discard(channel)
 
     @rule()
     def ping(self) -> None:

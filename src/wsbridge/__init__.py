@@ -18,6 +18,7 @@ from wsbridge.exceptions import (
     EventValidationError,
     InvalidChannelError,
     ProtocolError,
+    SubscriptionRefusedError,
     WsbridgeError,
 )
 from wsbridge.schema import DeliveryKind, EventSchema, Registry
@@ -47,6 +48,7 @@ __all__ = [
     "SessionLimits",
     "Stats",
     "Subscriber",
+    "SubscriptionRefusedError",
     "Transport",
     "TransportClosed",
     "WsbridgeError",

@@ -27,7 +27,12 @@ import anyio
 from wsbridge import protocol
 from wsbridge.backends import Backend, BrokerMessage, backend_from_url
 from wsbridge.channel import glob_match, is_pattern, validate_channel
-from wsbridge.exceptions import BrokerClosedError, BrokerUnavailableError, ConfigurationError
+from wsbridge.exceptions import (
+    BrokerClosedError,
+    BrokerUnavailableError,
+    ConfigurationError,
+    SubscriptionRefusedError,
+)
 from wsbridge.schema import DeliveryKind, Registry
 
 __all__ = ["Broadcaster", "Frame", "OverflowPolicy", "Stats", "Subscriber"]
@@ -95,6 +100,7 @@ class Stats:
     slow_consumer_disconnects: int = 0
     broker_reconnects: int = 0
     validation_failures: int = 0
+    subscriptions_refused: int = 0
     broker_connected: bool = False
     per_channel: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -109,6 +115,7 @@ class _Counters:
         "messages_out",
         "per_channel",
         "slow_consumer_disconnects",
+        "subscriptions_refused",
         "validation_failures",
     )
 
@@ -121,6 +128,7 @@ class _Counters:
         self.slow_consumer_disconnects = 0
         self.broker_reconnects = 0
         self.validation_failures = 0
+        self.subscriptions_refused = 0
         self.per_channel: dict[str, dict[str, int]] = {}
 
     def bump(self, channel: str, name: str, n: int = 1) -> None:
@@ -200,7 +208,11 @@ class Subscriber:
         return frozenset(self._channels).union(self._patterns)
 
     async def subscribe(self, channels: Iterable[str]) -> None:
-        """Receive these channels or patterns; returns once the broker confirmed them."""
+        """Receive these channels or patterns; returns once the broker confirmed them.
+
+        Raises :class:`~wsbridge.SubscriptionRefusedError` naming the channels the broker
+        refused (a Redis ACL denial); the others are subscribed.
+        """
         await self._broadcaster._subscribe(self, list(channels))
 
     async def unsubscribe(self, channels: Iterable[str]) -> None:
@@ -418,6 +430,7 @@ class Broadcaster:
         self._upstream: set[str] = set()
         self._upstream_lock = anyio.Lock()
         self._kinds: dict[str, bool] = {}
+        self._refusals: dict[str, str] = {}
         self._last_log: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._running = False
@@ -536,6 +549,18 @@ class Broadcaster:
                 subscriber._channels.add(channel)
             self._routes.setdefault(channel, set()).add(subscriber)
         await self._sync_upstream()
+        refusals = self._refusals
+        if refusals:
+            # A refusal in this round took the name off the subscriber's own list too.
+            refused = [
+                ch
+                for ch in channels
+                if ch in refusals
+                and ch not in subscriber._channels
+                and ch not in subscriber._patterns
+            ]
+            if refused:
+                raise SubscriptionRefusedError(refused, refusals[refused[0]])
 
     async def _unsubscribe(self, subscriber: Subscriber, channels: list[str]) -> None:
         gone = []
@@ -573,15 +598,51 @@ class Broadcaster:
                         [k for k in drop if not is_pattern(k)], [k for k in drop if is_pattern(k)]
                     )
                 if add:
-                    await self._backend.subscribe(
-                        [k for k in add if not is_pattern(k)], [k for k in add if is_pattern(k)]
-                    )
-                    self._upstream |= add
+                    try:
+                        await self._backend.subscribe(
+                            [k for k in add if not is_pattern(k)],
+                            [k for k in add if is_pattern(k)],
+                        )
+                    except SubscriptionRefusedError as exc:
+                        await self._subscribe_each(add, exc)
+                    else:
+                        self._upstream |= add
+                        for key in add:
+                            self._refusals.pop(key, None)
             except BrokerUnavailableError as exc:
                 self._upstream -= add
                 logger.warning(
                     "wsbridge: broker subscription failed, will retry on reconnect: %s", exc
                 )
+
+    async def _subscribe_each(self, keys: set[str], first: SubscriptionRefusedError) -> None:
+        # Redis refuses a whole SUBSCRIBE for one denied channel: ask for each name alone,
+        # so that one client's forbidden channel costs no one else theirs.
+        refused: dict[str, str] = {}
+        if len(keys) == 1:
+            refused[next(iter(keys))] = first.reason
+        else:
+            for key in sorted(keys):
+                try:
+                    if is_pattern(key):
+                        await self._backend.subscribe([], [key])
+                    else:
+                        await self._backend.subscribe([key], [])
+                except SubscriptionRefusedError as exc:
+                    refused[key] = exc.reason
+                else:
+                    self._upstream.add(key)
+                    self._refusals.pop(key, None)
+        if len(self._refusals) + len(refused) > 1024:
+            self._refusals.clear()
+        for key, reason in refused.items():
+            self._counters.subscriptions_refused += 1
+            self._log_limited(f"refused:{key}", "wsbridge: the broker refused %r: %s", key, reason)
+            self._refusals[key] = reason
+            for subscriber in self._routes.pop(key, ()):
+                subscriber._channels.discard(key)
+                if key in subscriber._patterns:
+                    subscriber._patterns.remove(key)
 
     # -- publishing ----------------------------------------------------------------
 
@@ -743,6 +804,7 @@ class Broadcaster:
             slow_consumer_disconnects=c.slow_consumer_disconnects,
             broker_reconnects=c.broker_reconnects,
             validation_failures=c.validation_failures,
+            subscriptions_refused=c.subscriptions_refused,
             broker_connected=self._connected,
             per_channel={k: dict(v) for k, v in c.per_channel.items()},
         )

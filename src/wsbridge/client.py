@@ -79,6 +79,10 @@ _DUMPS: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).enco
 # -- errors ------------------------------------------------------------------------------
 
 
+# Error codes that refuse one channel of a request; the acknowledgement still follows.
+_PARTIAL = frozenset({"forbidden", "subscription_refused"})
+
+
 class ClientError(WsbridgeError):
     """Base class of the errors the client raises."""
 
@@ -450,8 +454,8 @@ class Client:
 
         The choice is remembered and restored after every reconnection. Waits, at most
         ``request_timeout`` seconds, for a connection and for the acknowledgement.
-        Channels the server refuses (not allowed for this client) are left out of the
-        result and forgotten.
+        Channels the server refuses (not allowed for this client, or refused by the
+        broker) are left out of the result and forgotten.
 
         Raises:
             InvalidChannelError: a name is not a valid channel or pattern.
@@ -705,7 +709,7 @@ class Client:
             )
             if request is None:
                 self._status(Status("error", str(error)))
-            elif error.code == "forbidden":
+            elif error.code in _PARTIAL:
                 pass  # the acknowledgement follows, without the refused channel
             else:
                 request.failure = error
@@ -720,7 +724,7 @@ class Client:
         if kind == "error":
             error = f"{frame.get('code', 'error')}: {frame.get('message', '')}"
             self._status(Status("error", f"restoring the subscriptions: {error}"))
-            if frame.get("code") == "forbidden":
+            if frame.get("code") in _PARTIAL:
                 return  # the acknowledgement of the other channels follows
         self._restoring.discard(request_id)
         if not self._restoring:

@@ -23,7 +23,11 @@ from wsbridge import protocol
 from wsbridge._direct import DirectWriter
 from wsbridge.broadcaster import Broadcaster, OverflowPolicy, Subscriber
 from wsbridge.channel import validate_channel
-from wsbridge.exceptions import BrokerUnavailableError, ConfigurationError
+from wsbridge.exceptions import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    SubscriptionRefusedError,
+)
 from wsbridge.session import Close, Command, Reply, Session, SessionLimits, Subscribe, Unsubscribe
 
 __all__ = [
@@ -273,7 +277,7 @@ class Endpoint:
             async with subscriber, anyio.create_task_group() as tg:
                 tg.start_soon(self._send_loop, transport, subscriber, sent_close, tg.cancel_scope)
                 try:
-                    await self._apply(session.start(), subscriber)
+                    await self._apply(session.start(), subscriber, session)
                     await self._receive_loop(transport, session, subscriber)
                     if subscriber.closed:
                         # Let the send loop deliver the close frame, within a bound.
@@ -341,19 +345,33 @@ class Endpoint:
                 if isinstance(data, str)
                 else session.receive_bytes(data, now)
             )
-            await self._apply(commands, subscriber)
+            await self._apply(commands, subscriber, session)
             if session.closed:
                 return
 
-    async def _apply(self, commands: list[Command], subscriber: Subscriber) -> None:
+    async def _apply(
+        self, commands: list[Command], subscriber: Subscriber, session: Session
+    ) -> None:
         for command in commands:
             if isinstance(command, Reply):
                 subscriber.send_text(command.text)
             elif isinstance(command, Subscribe):
+                refused: list[str] = []
                 try:
                     await subscriber.subscribe(command.channels)
+                except SubscriptionRefusedError as exc:
+                    refused = exc.channels
+                    for reply in session.refused(refused, command.request_id):
+                        subscriber.send_text(reply.text)
                 except BrokerUnavailableError as exc:
                     logger.warning("wsbridge: subscription failed: %s", exc)
+                if command.ack is not None:
+                    acked = [ch for ch in command.ack if ch not in refused]
+                    subscriber.send_text(
+                        protocol.subscription_ack(
+                            "subscribed", acked, request_id=command.request_id
+                        )
+                    )
             elif isinstance(command, Unsubscribe):
                 await subscriber.unsubscribe(command.channels)
             elif isinstance(command, Close):

@@ -8,7 +8,8 @@
     ├── EventValidationError (ValueError)    a payload does not fit its channel's schema
     ├── BrokerError
     │   ├── BrokerUnavailableError (ConnectionError)  the broker cannot be reached now
-    │   └── BrokerClosedError (RuntimeError)          the broadcaster is not running
+    │   ├── BrokerClosedError (RuntimeError)          the broadcaster is not running
+    │   └── SubscriptionRefusedError                  the broker refused a subscription
     └── ProtocolError                        a client sent something the protocol rejects
         ├── ClientFrameError (ValueError)    answered with an error frame; the connection stays
         └── ClientPolicyError                answered by closing the connection
@@ -31,6 +32,7 @@ __all__ = [
     "EventValidationError",
     "InvalidChannelError",
     "ProtocolError",
+    "SubscriptionRefusedError",
     "WsbridgeError",
 ]
 
@@ -79,6 +81,19 @@ class BrokerUnavailableError(BrokerError, ConnectionError):
 
 class BrokerClosedError(BrokerError, RuntimeError):
     """The broadcaster is not running: it was never started, or it was closed."""
+
+
+class SubscriptionRefusedError(BrokerError):
+    """The broker answered a subscription with an error (a Redis ACL denial, say).
+
+    The connection to the broker is fine: only ``channels`` were not subscribed.
+    ``reason`` is the broker's error message.
+    """
+
+    def __init__(self, channels: list[str], reason: str) -> None:
+        self.channels = channels
+        self.reason = reason
+        super().__init__(f"the broker refused {', '.join(map(repr, channels))}: {reason}")
 
 
 class ProtocolError(WsbridgeError):

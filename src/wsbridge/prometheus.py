@@ -32,6 +32,7 @@ _COUNTERS = (
     ("slow_consumer_disconnects", "Clients disconnected because their outbox was full"),
     ("broker_reconnects", "Times the broker connection was lost and re-established"),
     ("validation_failures", "Broker messages that failed their channel's schema"),
+    ("subscriptions_refused", "Subscriptions the broker refused (an ACL denial, say)"),
 )
 _PER_CHANNEL = ("conflated", "dropped", "validation_failures")
 

@@ -67,6 +67,7 @@ class ErrorCode:
     INVALID_CHANNEL: Final = "invalid_channel"
     FORBIDDEN: Final = "forbidden"
     TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
+    SUBSCRIPTION_REFUSED: Final = "subscription_refused"
 
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)

@@ -350,7 +350,8 @@ class _Connection(asyncio.Protocol):
                 if isinstance(command, (Reply, Close)):
                     self._apply_now(command)
                 else:
-                    await self.server.endpoint._apply([command], self.subscriber)
+                    assert self.session is not None
+                    await self.server.endpoint._apply([command], self.subscriber, self.session)
         finally:
             self.worker = None
 

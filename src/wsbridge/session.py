@@ -38,9 +38,15 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Start delivering these channels or patterns to this client."""
+    """Start delivering these channels or patterns to this client.
+
+    Once the broker confirmed them, the driver acknowledges ``ack`` (with
+    ``request_id``), leaving out any the broker refused; ``ack=None``: no acknowledgement.
+    """
 
     channels: tuple[str, ...]
+    ack: tuple[str, ...] | None = None
+    request_id: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,20 @@ class Session:
             self._subs[ch] = None
         return [Subscribe(tuple(allowed))] if allowed else []
 
+    def refused(self, channels: Sequence[str], request_id: object = None) -> list[Reply]:
+        """The broker refused these subscriptions: forget them and tell the client."""
+        for ch in channels:
+            self._subs.pop(ch, None)
+        return [
+            _error(
+                ErrorCode.SUBSCRIPTION_REFUSED,
+                f"the broker refused the subscription to {ch!r}",
+                request_id,
+                channel=ch,
+            )
+            for ch in channels
+        ]
+
     def receive_bytes(self, data: bytes, now: float = 0.0) -> list[Command]:
         """Handle a binary frame: the protocol is text only, so it gets an error frame."""
         if self.closed:
@@ -224,9 +244,11 @@ class Session:
             ]
         for ch in new:
             self._subs[ch] = None
+        # Every well-formed request is acknowledged, with an empty list when nothing of it
+        # was accepted: a client waiting for its answer must get one.
         if new:
-            out.append(Subscribe(tuple(new)))
-        if accepted or not out:
+            out.append(Subscribe(tuple(new), ack=tuple(accepted), request_id=request_id))
+        else:
             out.append(
                 Reply(protocol.subscription_ack("subscribed", accepted, request_id=request_id))
             )

@@ -9,16 +9,21 @@ a small connection pool. URLs: ``redis://[[user]:[password]@]host:port/db``,
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from wsbridge.backends import BrokerMessage
-from wsbridge.exceptions import BrokerClosedError, BrokerUnavailableError
+from wsbridge.exceptions import (
+    BrokerClosedError,
+    BrokerUnavailableError,
+    SubscriptionRefusedError,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -27,6 +32,27 @@ _FAILURES = (RedisError, OSError, TimeoutError)
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+# The reply kind each command of the subscription connection gets, once per argument.
+_REPLY_KIND = {
+    "SUBSCRIBE": b"subscribe",
+    "PSUBSCRIBE": b"psubscribe",
+    "UNSUBSCRIBE": b"unsubscribe",
+    "PUNSUBSCRIBE": b"punsubscribe",
+    "PING": b"pong",
+}
+
+
+class _Pending:
+    """A command sent on the subscription connection, still owed ``left`` replies."""
+
+    __slots__ = ("keys", "kind", "left")
+
+    def __init__(self, kind: bytes, keys: tuple[str, ...]) -> None:
+        self.kind = kind
+        self.keys = keys
+        self.left = max(len(keys), 1)
 
 
 class RedisBackend:
@@ -54,6 +80,10 @@ class RedisBackend:
         self._conn: AbstractConnection | None = None
         self._write_lock = anyio.Lock()
         self._confirmations: dict[tuple[bytes, str], anyio.Event] = {}
+        # Redis answers in order, and an error reply names no command: this is how an
+        # error is traced back to the SUBSCRIBE it refuses.
+        self._pending: deque[_Pending] = deque()
+        self._refused: dict[tuple[bytes, str], str] = {}
         self._awaiting_pong = False
 
     @property
@@ -102,6 +132,8 @@ class RedisBackend:
         for event in self._confirmations.values():
             event.set()
         self._confirmations.clear()
+        self._pending.clear()
+        self._refused.clear()
         if conn is not None:
             with anyio.CancelScope(shield=True):
                 await conn.disconnect(nowait=True)
@@ -127,12 +159,17 @@ class RedisBackend:
         try:
             async with self._write_lock:
                 with anyio.fail_after(self._command_timeout):
+                    self._pending.append(_Pending(_REPLY_KIND[args[0]], args[1:]))
                     await conn.send_command(*args)
         except _FAILURES as exc:
             raise BrokerUnavailableError(f"lost the Redis subscription connection: {exc}") from exc
 
     async def subscribe(self, channels: Sequence[str], patterns: Sequence[str]) -> None:
-        """SUBSCRIBE and PSUBSCRIBE, then wait for Redis to confirm each one."""
+        """SUBSCRIBE and PSUBSCRIBE, then wait for Redis to confirm each one.
+
+        Raises :class:`~wsbridge.SubscriptionRefusedError` for the names Redis refused
+        (an ACL denial refuses the whole command), after every confirmation came in.
+        """
         waits = [(b"subscribe", ch) for ch in channels] + [(b"psubscribe", p) for p in patterns]
         events = [self._confirmations.setdefault(key, anyio.Event()) for key in waits]
         if channels:
@@ -147,6 +184,9 @@ class RedisBackend:
             raise BrokerUnavailableError("Redis did not confirm a subscription in time") from exc
         if self._conn is None:
             raise BrokerUnavailableError("lost the Redis connection while subscribing")
+        refused = [(key, self._refused.pop(key)) for key in waits if key in self._refused]
+        if refused:
+            raise SubscriptionRefusedError([key[1] for key, _ in refused], refused[0][1])
 
     async def unsubscribe(self, channels: Sequence[str], patterns: Sequence[str]) -> None:
         """UNSUBSCRIBE and PUNSUBSCRIBE; Redis answers in order, no need to wait."""
@@ -170,9 +210,13 @@ class RedisBackend:
         """Yield messages until the connection fails (then raise BrokerUnavailableError)."""
         conn = self._connection()
         confirmations = self._confirmations
+        pending = self._pending
         while True:
             try:
                 reply = await conn.read_response()
+            except ResponseError as exc:
+                self._refuse(exc)
+                continue
             except _FAILURES as exc:
                 raise BrokerUnavailableError(
                     f"lost the Redis subscription connection: {exc}"
@@ -182,14 +226,33 @@ class RedisBackend:
             kind = reply[0]
             if kind == b"message":
                 yield BrokerMessage(_text(reply[1]), None, reply[2])
-            elif kind == b"pmessage":
+                continue
+            if kind == b"pmessage":
                 yield BrokerMessage(_text(reply[2]), _text(reply[1]), reply[3])
-            elif kind in (b"subscribe", b"psubscribe"):
+                continue
+            if pending:
+                head = pending[0]
+                head.left -= 1
+                if head.left <= 0:
+                    pending.popleft()
+            if kind in (b"subscribe", b"psubscribe"):
                 event = confirmations.pop((kind, _text(reply[1])), None)
                 if event is not None:
                     event.set()
             elif kind == b"pong":
                 self._awaiting_pong = False
+
+    def _refuse(self, exc: ResponseError) -> None:
+        # An error reply answers the oldest command still owed a reply, all of it: Redis
+        # checks every channel of a SUBSCRIBE before subscribing any.
+        head = self._pending.popleft() if self._pending else None
+        if head is None or head.kind not in (b"subscribe", b"psubscribe"):
+            raise BrokerUnavailableError(f"Redis answered with an error: {exc}") from exc
+        for key in head.keys:
+            event = self._confirmations.pop((head.kind, key), None)
+            self._refused[(head.kind, key)] = str(exc)
+            if event is not None:
+                event.set()
 
     async def health_check(self) -> None:
         """Send PING; if the previous PING got no answer, the connection is dead."""

@@ -1,22 +1,33 @@
-"""Direct writes from the fan-out, without waking a task per client (asyncio only).
+"""Writing to idle connections without waking a task per client (asyncio only).
 
 A connection's send loop costs one task wake-up per client per event at steady rates:
-that wake-up, not the write, dominated the ASGI adapters' CPU profile. While the send
-loop is idle and the outbox empty, :class:`DirectWriter` runs the transport's ``send()``
-coroutine in place, inside the fan-out. Servers write to a socket without suspending
-unless it is paused, so the coroutine almost always finishes there and then. When it
-does suspend, a task takes it over from that exact point, and until that task is done
-every later frame goes to the outbox, so frames stay in order.
+that wake-up, not the write, dominated the ASGI adapters' CPU profile. While a send loop
+waits for frames, its :class:`DirectWriter` stands in for it:
+
+- The first frame of a loop iteration for an idle client is written at once, from the
+  fan-out itself: at a steady rate, that is every frame, with no scheduling at all.
+- Later frames of the same iteration queue in the subscriber's outbox (its bounds and
+  overflow policy apply unchanged) and are written together when the iteration ends, by
+  one callback for every client. A burst costs each socket one batch, which the kernel
+  can coalesce, as the send loop's batches could.
+
+The transport's ``send()`` coroutine is run in place: servers write to a socket without
+suspending unless it is paused, so it almost always finishes there and then. When it does
+suspend, a task takes it over from that exact point, with the frames left of its batch;
+until that task is done, later frames wake the send loop as before, which waits for the
+task first. Order is kept throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Generator
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from types import CoroutineType
 from typing import Any
 
-from wsbridge.broadcaster import Frame
+from wsbridge.broadcaster import Frame, Subscriber
 
 __all__ = ["DirectWriter"]
 
@@ -54,48 +65,163 @@ class _Resume:
                     return stop.value
 
 
-class DirectWriter:
-    """A subscriber sink that writes through ``send`` in place while the send loop idles.
+async def _wrap(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
-    ``fail`` is called, at most once, when a direct write raises: the connection is gone
-    or broken, and the caller ends it.
+
+class _Flusher:
+    """Runs the scheduled writers once per event-loop iteration, and counts iterations."""
+
+    __slots__ = ("_loop", "_scheduled", "_writers", "epoch")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._writers: list[DirectWriter] = []
+        self._scheduled = False
+        #: Advances once per loop iteration in which anything was written or scheduled.
+        self.epoch = 0
+
+    def touch(self) -> None:
+        """Make sure this iteration ends with a run (which advances the epoch)."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def add(self, writer: DirectWriter) -> None:
+        self._writers.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        self.epoch += 1
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.flush()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
+
+
+class DirectWriter:
+    """Writes a subscriber's frames through ``send`` while its send loop waits.
+
+    The send loop sets :attr:`idle` around its wait for frames and calls :meth:`drain`
+    after it. ``fail`` is called, at most once, when a write raises: the connection is
+    gone or broken, and the caller ends it.
     """
 
-    __slots__ = ("_fail", "_failed", "_loop", "_send", "idle", "inflight")
+    __slots__ = (
+        "_epoch",
+        "_fail",
+        "_failed",
+        "_flusher",
+        "_loop",
+        "_scheduled",
+        "_send",
+        "_subscriber",
+        "idle",
+        "inflight",
+    )
 
     def __init__(
         self,
-        send: Callable[[str], Coroutine[Any, Any, None]],
+        subscriber: Subscriber,
+        send: Callable[[str], Awaitable[None]],
         fail: Callable[[BaseException], None],
     ) -> None:
+        self._subscriber = subscriber
         self._send = send
         self._fail = fail
         self._failed = False
         self._loop = asyncio.get_running_loop()
-        #: True while the send loop waits for frames; only then may the sink write.
+        self._flusher = _flusher(self._loop)
+        self._scheduled = False
+        self._epoch = -1
+        #: True while the send loop waits for frames; only then may this writer write.
         self.idle = False
-        #: The task finishing a write that suspended, while it runs.
+        #: The task finishing a write that suspended, with the rest of its batch.
         self.inflight: asyncio.Task[None] | None = None
 
     def __call__(self, frame: Frame) -> bool:
-        """Write ``frame`` now if nothing else is being written; True if it was taken."""
+        """As the subscriber's sink: write the first frame of an iteration at once.
+
+        Later frames of the same iteration are refused, so they queue and go out
+        together at its end: a burst costs each socket one batch, and a steady stream
+        costs no scheduling at all.
+        """
         if not self.idle or self.inflight is not None or self._failed:
             return False
-        coro = self._send(frame.text)
+        flusher = self._flusher
+        if self._epoch == flusher.epoch:
+            return False
+        self._epoch = flusher.epoch
+        flusher.touch()
+        # _write() inlined for one frame: this runs once per client per event.
+        awaitable = self._send(frame.text)
+        coro = awaitable if type(awaitable) is CoroutineType else _wrap(awaitable)
         try:
             first = coro.send(None)
         except StopIteration:
             return True
         except Exception as exc:
-            # Never let one client's error reach the fan-out that called us.
-            self._give_up(exc)
+            self._give_up(exc)  # never let one client's error reach the fan-out
             return True
-        self.inflight = self._loop.create_task(self._finish(coro, first))
+        self.inflight = self._loop.create_task(self._finish(coro, first, ()))
         return True
 
-    async def _finish(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+    def defer(self) -> bool:
+        """Take over waking the send loop for a frame just queued; False to decline."""
+        if not self.idle or self.inflight is not None or self._failed:
+            return False
+        if not self._scheduled:
+            self._scheduled = True
+            self._flusher.add(self)
+        return True
+
+    def flush(self) -> None:
+        """Write every pending frame now (the flusher calls this)."""
+        self._scheduled = False
+        if not self.idle or self._failed:
+            return  # the send loop is running, or the connection is ending
+        subscriber = self._subscriber
+        if self.inflight is not None:  # not expected: let the send loop sort it out
+            subscriber._wake()
+            return
+        self._write(subscriber.get_nowait())
+
+    def _write(self, frames: Sequence[Frame]) -> None:
+        send = self._send
+        for i, frame in enumerate(frames):
+            awaitable = send(frame.text)
+            coro = awaitable if type(awaitable) is CoroutineType else _wrap(awaitable)
+            try:
+                first = coro.send(None)
+            except StopIteration:
+                continue
+            except Exception as exc:
+                self._give_up(exc)  # never let one client's error reach the flush loop
+                return
+            self.inflight = self._loop.create_task(self._finish(coro, first, frames[i + 1 :]))
+            return
+
+    async def _finish(
+        self, coro: Coroutine[Any, Any, None], first: Any, rest: Sequence[Frame]
+    ) -> None:
         try:
             await _Resume(coro, first)
+            for frame in rest:
+                await self._send(frame.text)
         except Exception as exc:
             self._give_up(exc)
         else:
@@ -107,15 +233,15 @@ class DirectWriter:
             self._fail(exc)
 
     async def drain(self) -> None:
-        """Wait until a write that suspended has finished (the send loop calls this)."""
+        """Wait until a write that suspended, and the rest of its batch, are done."""
         task = self.inflight
         if task is not None:
             await asyncio.wait((task,))
-            if task.cancelled():  # the frame may not have gone out: do not carry on silently
+            if task.cancelled():  # frames may not have gone out: do not carry on silently
                 self._give_up(asyncio.CancelledError())
 
     def cancel(self) -> None:
-        """Abandon a write still in flight: the connection is ending."""
+        """Abandon writes still in flight: the connection is ending."""
         task, self.inflight = self.inflight, None
         if task is not None and not task.done():
             task.cancel()

@@ -152,6 +152,7 @@ class Subscriber:
         "_bytes",
         "_channels",
         "_counters",
+        "_defer",
         "_max_bytes",
         "_max_messages",
         "_patterns",
@@ -192,6 +193,9 @@ class Subscriber:
         #: A server that can write without waiting sets this: ``sink(frame)`` returns True
         #: when it took the frame. The outbox is used only while the sink refuses.
         self.sink: Callable[[Frame], bool] | None = None
+        # Set by a driver that flushes outboxes itself (see wsbridge._direct): called
+        # instead of waking the waiting get(); returns False to have it woken after all.
+        self._defer: Callable[[], bool] | None = None
         #: Called once when the subscriber is told to disconnect.
         self.on_close: Callable[[], None] | None = None
         #: Authorization of concrete channels reached through a pattern: an authorized
@@ -270,7 +274,9 @@ class Subscriber:
         queue.append(frame)
         self._bytes += frame.size
         if self._wakeup is not None:
-            self._wake()
+            defer = self._defer
+            if defer is None or not defer():
+                self._wake()
 
     def send_text(self, text: str) -> None:
         """Queue a control frame (a pong, an acknowledgement) for this client only."""

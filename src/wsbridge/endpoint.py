@@ -49,7 +49,12 @@ class TransportClosed(Exception):
 
 
 class Transport(Protocol):
-    """What an adapter provides for one accepted WebSocket connection."""
+    """What an adapter provides for one accepted WebSocket connection.
+
+    A transport may also have ``send_direct(text) -> Awaitable[None]``: the server's own
+    send without :meth:`send`'s error mapping, for the hot path (any error it raises is
+    taken to mean the client has gone).
+    """
 
     async def receive(self) -> str | bytes | None:
         """Return the next client frame, or ``None`` once the client has gone."""
@@ -137,22 +142,26 @@ class Handshake:
 
 
 def _direct_writer(
-    transport: Transport, done: anyio.Event, scope: anyio.CancelScope
+    subscriber: Subscriber, transport: Transport, done: anyio.Event, scope: anyio.CancelScope
 ) -> DirectWriter | None:
-    if not inspect.iscoroutinefunction(transport.send):
-        return None
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # trio: frames always go through the send loop
         return None
+    # A transport may offer its server's send() unwrapped: one coroutine less per frame
+    # and client. Its errors are not mapped, so all of them mean the client has gone.
+    raw = getattr(transport, "send_direct", None)
+    send = raw if raw is not None else transport.send
 
     def fail(exc: BaseException) -> None:
-        if not isinstance(exc, TransportClosed):
+        if raw is None and not isinstance(exc, TransportClosed):
             logger.error("wsbridge: sending to a client failed; closing it", exc_info=exc)
+        else:
+            logger.debug("wsbridge: a client has gone: %r", exc)
         done.set()
         scope.cancel()
 
-    return DirectWriter(transport.send, fail)
+    return DirectWriter(subscriber, send, fail)
 
 
 def as_endpoint(target: Endpoint | Broadcaster) -> Endpoint:
@@ -295,8 +304,10 @@ class Endpoint:
         done: anyio.Event,
         scope: anyio.CancelScope,
     ) -> None:
-        direct = _direct_writer(transport, done, scope)
-        subscriber.sink = direct
+        direct = _direct_writer(subscriber, transport, done, scope)
+        if direct is not None:
+            subscriber.sink = direct
+            subscriber._defer = direct.defer
         try:
             while True:
                 if direct is None:
@@ -319,6 +330,7 @@ class Endpoint:
             pass
         finally:
             subscriber.sink = None
+            subscriber._defer = None
             if direct is not None:
                 direct.cancel()
             done.set()

@@ -40,12 +40,9 @@ ROOT_EXPORTS = frozenset(
         "SubscriptionRefusedError",
         "BrokerError",
         "BrokerUnavailableError",
-        "ClientFrameError",
-        "ClientPolicyError",
         "ConfigurationError",
         "EventValidationError",
         "InvalidChannelError",
-        "ProtocolError",
         "WsbridgeError",
         # schemas
         "DeliveryKind",

@@ -6,18 +6,14 @@
     ├── ConfigurationError (ValueError)      the caller configured something wrongly
     ├── InvalidChannelError (ValueError)     a channel name or pattern breaks the rules
     ├── EventValidationError (ValueError)    a payload does not fit its channel's schema
-    ├── BrokerError
-    │   ├── BrokerUnavailableError (ConnectionError)  the broker cannot be reached now
-    │   ├── BrokerClosedError (RuntimeError)          the broadcaster is not running
-    │   └── SubscriptionRefusedError                  the broker refused a subscription
-    └── ProtocolError                        a client sent something the protocol rejects
-        ├── ClientFrameError (ValueError)    answered with an error frame; the connection stays
-        └── ClientPolicyError                answered by closing the connection
+    └── BrokerError
+        ├── BrokerUnavailableError (ConnectionError)  the broker cannot be reached now
+        ├── BrokerClosedError (RuntimeError)          the broadcaster is not running
+        └── SubscriptionRefusedError                  the broker refused a subscription
 
-Errors caused by a client (``ProtocolError``) carry what to answer: an error ``code``
-for an error frame, or a WebSocket ``close_code``. Errors caused by the program that
-uses wsbridge are ``ValueError`` or ``RuntimeError`` subclasses, so ordinary ``except``
-clauses keep working.
+A client's mistakes raise nothing: the session answers them with error frames and close
+codes. Errors caused by the program that uses wsbridge are ``ValueError`` or
+``RuntimeError`` subclasses, so ordinary ``except`` clauses keep working.
 """
 
 from __future__ import annotations
@@ -26,12 +22,9 @@ __all__ = [
     "BrokerClosedError",
     "BrokerError",
     "BrokerUnavailableError",
-    "ClientFrameError",
-    "ClientPolicyError",
     "ConfigurationError",
     "EventValidationError",
     "InvalidChannelError",
-    "ProtocolError",
     "SubscriptionRefusedError",
     "WsbridgeError",
 ]
@@ -94,25 +87,3 @@ class SubscriptionRefusedError(BrokerError):
         self.channels = channels
         self.reason = reason
         super().__init__(f"the broker refused {', '.join(map(repr, channels))}: {reason}")
-
-
-class ProtocolError(WsbridgeError):
-    """A client broke the wire protocol. Raised and handled inside a session."""
-
-
-class ClientFrameError(ProtocolError, ValueError):
-    """A client frame is invalid; the client gets an error frame and stays connected."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
-
-
-class ClientPolicyError(ProtocolError):
-    """A client broke a limit; the connection is closed with ``close_code``."""
-
-    def __init__(self, close_code: int, reason: str) -> None:
-        self.close_code = close_code
-        self.reason = reason
-        super().__init__(f"close {close_code}: {reason}")

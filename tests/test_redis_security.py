@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 
 from tests.support.redis_server import free_port, scaled
 from wsbridge import Broadcaster, BrokerUnavailableError, Endpoint, SubscriptionRefusedError
@@ -137,6 +138,15 @@ async def test_the_backend_reports_a_refused_subscription_and_keeps_its_connecti
         await backend.close()
 
 
+async def refused_subscribes(client: aioredis.Redis) -> int:
+    """SUBSCRIBE and PSUBSCRIBE calls the server refused, from its command statistics."""
+    stats = await client.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("rejected_calls", 0))
+        for name in ("subscribe", "psubscribe")
+    )
+
+
 async def test_a_refused_channel_costs_no_one_else_their_subscriptions(
     redis_server_factory: Any,
 ) -> None:
@@ -152,6 +162,19 @@ async def test_a_refused_channel_costs_no_one_else_their_subscriptions(
         assert stats.subscriptions_refused == 2
         assert stats.broker_reconnects == 0
         assert stats.upstream_subscriptions == 2
+        # A name just refused is refused again without asking Redis: a connect storm must
+        # not cost one refused SUBSCRIBE per client.
+        admin = aioredis.from_url(server.url)
+        try:
+            before = await refused_subscribes(admin)
+            async with broadcaster.subscriber() as third:
+                with pytest.raises(SubscriptionRefusedError) as caught:
+                    await third.subscribe(["closed:a"])
+                assert caught.value.channels == ["closed:a"]
+            assert await refused_subscribes(admin) == before > 0
+        finally:
+            await admin.aclose()
+        assert broadcaster.stats().subscriptions_refused == 3
         await broadcaster.publish("open:a", {"n": 1})
         await broadcaster.publish("open:x", {"n": 2})
         with anyio.fail_after(scaled(5)):

@@ -41,6 +41,9 @@ logger = logging.getLogger("wsbridge")
 
 # Endpoints enforce their own, usually tighter, limit on the names clients send.
 _MAX_NAME = 4096
+# How long a name the broker refused is refused again without asking: a connect storm
+# must not cost the broker a refused SUBSCRIBE (and a retry per name) per client.
+_REFUSAL_MEMORY = 10.0
 
 
 class OverflowPolicy(str, Enum):
@@ -436,7 +439,7 @@ class Broadcaster:
         self._upstream: set[str] = set()
         self._upstream_lock = anyio.Lock()
         self._kinds: dict[str, bool] = {}
-        self._refusals: dict[str, str] = {}
+        self._refusals: dict[str, tuple[str, float]] = {}  # name -> (reason, when)
         self._last_log: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._running = False
@@ -547,6 +550,17 @@ class Broadcaster:
             raise BrokerClosedError("subscribe on a subscriber that is not open")
         for channel in channels:
             validate_channel(channel, max_length=_MAX_NAME)
+        refusals = self._refusals
+        refused: dict[str, str] = {}
+        if refusals:
+            now = time.monotonic()
+            for channel in channels:
+                known = refusals.get(channel)
+                if known is not None and now - known[1] < _REFUSAL_MEMORY:
+                    refused[channel] = known[0]
+        for channel in channels:
+            if channel in refused:
+                continue
             if is_pattern(channel):
                 if channel not in subscriber._patterns:
                     subscriber._patterns.append(channel)
@@ -555,18 +569,20 @@ class Broadcaster:
                 subscriber._channels.add(channel)
             self._routes.setdefault(channel, set()).add(subscriber)
         await self._sync_upstream()
-        refusals = self._refusals
         if refusals:
             # A refusal in this round took the name off the subscriber's own list too.
-            refused = [
-                ch
-                for ch in channels
-                if ch in refusals
-                and ch not in subscriber._channels
-                and ch not in subscriber._patterns
-            ]
-            if refused:
-                raise SubscriptionRefusedError(refused, refusals[refused[0]])
+            for ch in channels:
+                if (
+                    ch not in refused
+                    and ch in refusals
+                    and ch not in subscriber._channels
+                    and ch not in subscriber._patterns
+                ):
+                    refused[ch] = refusals[ch][0]
+        if refused:
+            self._counters.subscriptions_refused += len(refused)
+            names = list(refused)
+            raise SubscriptionRefusedError(names, refused[names[0]])
 
     async def _unsubscribe(self, subscriber: Subscriber, channels: list[str]) -> None:
         gone = []
@@ -641,10 +657,10 @@ class Broadcaster:
                     self._refusals.pop(key, None)
         if len(self._refusals) + len(refused) > 1024:
             self._refusals.clear()
+        now = time.monotonic()
         for key, reason in refused.items():
-            self._counters.subscriptions_refused += 1
             self._log_limited(f"refused:{key}", "wsbridge: the broker refused %r: %s", key, reason)
-            self._refusals[key] = reason
+            self._refusals[key] = (reason, now)
             for subscriber in self._routes.pop(key, ()):
                 subscriber._channels.discard(key)
                 if key in subscriber._patterns:

@@ -4,6 +4,7 @@ real subprocesses (``python -m wsbridge ...``), real Redis and real WebSockets o
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import time
 from collections.abc import Iterator
@@ -431,3 +432,19 @@ async def test_demo_closes_every_client_with_1001_and_exits_0_on_sigterm() -> No
     finally:
         child.stop()
     assert "Traceback" not in child.output()
+
+
+def test_log_lines_name_their_source_once() -> None:
+    from wsbridge.cli import _LogFormatter
+
+    formatter = _LogFormatter("%(message)s")
+
+    def line(name: str, message: str) -> str:
+        record = logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None)
+        return formatter.format(record)
+
+    # wsbridge's messages carry their own prefix; the logger name is not repeated.
+    assert line("wsbridge", "wsbridge: broker lost") == "WARNING:     wsbridge: broker lost"
+    assert line("websockets.server", "connection open") == (
+        "WARNING:     websockets.server: connection open"
+    )

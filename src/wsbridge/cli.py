@@ -133,10 +133,19 @@ def _backend_options(url: str, timeout: float) -> dict[str, float]:
     return {}
 
 
+class _LogFormatter(logging.Formatter):
+    # wsbridge's own messages already start with "wsbridge: "; others get their logger's name.
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.name == "wsbridge" or record.name.startswith("wsbridge."):
+            return f"{record.levelname}:     {text}"
+        return f"{record.levelname}:     {record.name}: {text}"
+
+
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s", force=False
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=False)
 
 
 def _run_async(fn: Any, *args: Any, uvloop: bool = True) -> Any:

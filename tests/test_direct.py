@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from typing import Any
 
 import anyio
 import pytest
@@ -78,6 +79,28 @@ async def connect(tg: anyio.abc.TaskGroup, endpoint: Endpoint, t: Recorder) -> N
     assert t.frames[-1][0] == {"type": "pong"}
 
 
+async def pair(
+    tg: anyio.abc.TaskGroup, b: Broadcaster, channel: str, **options: Any
+) -> tuple[Endpoint, Recorder, Recorder]:
+    """An endpoint serving two connected clients of ``channel``."""
+    endpoint = Endpoint(b, channels=[channel], idle_timeout=None, **options)
+    first, second = Recorder(), Recorder()
+    await connect(tg, endpoint, first)
+    await connect(tg, endpoint, second)
+    return endpoint, first, second
+
+
+async def until_connections(endpoint: Endpoint, n: int) -> None:
+    """Return once ``endpoint`` serves ``n`` connections (bounded)."""
+    with anyio.fail_after(5):
+        while endpoint.connections != n:
+            await anyio.wait_all_tasks_blocked()
+
+
+def not_a_send_loop(task: asyncio.Task[object] | None) -> bool:
+    return task is None or task.get_coro().__qualname__ != "Endpoint._send_loop"
+
+
 async def test_one_task_writes_every_event_to_every_idle_connection() -> None:
     async with Broadcaster() as b, anyio.create_task_group() as tg:
         endpoint = Endpoint(b, channels=["prices"], idle_timeout=None)
@@ -94,7 +117,7 @@ async def test_one_task_writes_every_event_to_every_idle_connection() -> None:
         # flush at the iteration's end (in no task at all) writes the rest.
         writers = {task for c in clients for f, task in c.frames if "channel" in f}
         assert len(writers) <= 2 < len(clients)
-        assert all(w is None or w.get_coro().__qualname__ != "Endpoint._send_loop" for w in writers)
+        assert all(not_a_send_loop(w) for w in writers)
         for c in clients:
             c.client_sends(None)
         tg.cancel_scope.cancel()
@@ -102,10 +125,7 @@ async def test_one_task_writes_every_event_to_every_idle_connection() -> None:
 
 async def test_a_write_that_suspends_keeps_every_frame_in_order() -> None:
     async with Broadcaster() as b, anyio.create_task_group() as tg:
-        endpoint = Endpoint(b, channels=["prices"], idle_timeout=None)
-        slow, other = Recorder(), Recorder()
-        await connect(tg, endpoint, slow)
-        await connect(tg, endpoint, other)
+        _, slow, other = await pair(tg, b, "prices")
         slow.gate = anyio.Event()
         for i in range(20):
             await b.publish("prices", {"i": i})
@@ -119,25 +139,19 @@ async def test_a_write_that_suspends_keeps_every_frame_in_order() -> None:
         slow.gate = None
         await b.publish("prices", {"i": 20})
         await slow.wait_for(22)
-        writer = slow.frames[-1][1]
-        assert writer is None or writer.get_coro().__qualname__ != "Endpoint._send_loop"
+        assert not_a_send_loop(slow.frames[-1][1])
         tg.cancel_scope.cancel()
 
 
 async def test_a_connection_whose_write_fails_ends_alone() -> None:
     async with Broadcaster() as b, anyio.create_task_group() as tg:
-        endpoint = Endpoint(b, channels=["prices"], idle_timeout=None)
-        gone, ok = Recorder(), Recorder()
-        await connect(tg, endpoint, gone)
-        await connect(tg, endpoint, ok)
+        endpoint, gone, ok = await pair(tg, b, "prices")
         gone.error = TransportClosed()
         await b.publish("prices", {"i": 0})
         await b.publish("prices", {"i": 1})
         await ok.wait_for(3)
         assert ok.events() == [{"i": 0}, {"i": 1}]
-        with anyio.fail_after(5):
-            while endpoint.connections != 1:  # bounded by fail_after; serve() is ending
-                await anyio.wait_all_tasks_blocked()
+        await until_connections(endpoint, 1)
         assert b.running
         await b.publish("prices", {"i": 2})
         await ok.wait_for(4)
@@ -148,17 +162,12 @@ async def test_an_unexpected_send_error_is_logged_and_ends_that_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with Broadcaster() as b, anyio.create_task_group() as tg:
-        endpoint = Endpoint(b, channels=["prices"], idle_timeout=None)
-        broken, ok = Recorder(), Recorder()
-        await connect(tg, endpoint, broken)
-        await connect(tg, endpoint, ok)
+        endpoint, broken, ok = await pair(tg, b, "prices")
         broken.error = ValueError("framework bug")
         with caplog.at_level(logging.ERROR, logger="wsbridge"):
             await b.publish("prices", {"i": 0})
             await ok.wait_for(2)
-            with anyio.fail_after(5):
-                while endpoint.connections != 1:
-                    await anyio.wait_all_tasks_blocked()
+            await until_connections(endpoint, 1)
         assert "sending to a client failed" in caplog.text
         assert "framework bug" in caplog.text
         assert b.running
@@ -167,10 +176,7 @@ async def test_an_unexpected_send_error_is_logged_and_ends_that_connection(
 
 async def test_a_slow_connection_is_closed_as_a_slow_consumer() -> None:
     async with Broadcaster() as b, anyio.create_task_group() as tg:
-        endpoint = Endpoint(b, channels=["trades"], idle_timeout=None, max_buffer_messages=5)
-        slow, ok = Recorder(), Recorder()
-        await connect(tg, endpoint, slow)
-        await connect(tg, endpoint, ok)
+        _, slow, ok = await pair(tg, b, "trades", max_buffer_messages=5)
         slow.gate = anyio.Event()
         for i in range(10):
             await b.publish("trades", {"i": i})

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -83,6 +83,13 @@ _DEFAULT_PUBLISH_URL = "redis://localhost:6379/0"
 # How long SIGTERM waits for clients to answer their 1001 close frame before uvicorn's own
 # shutdown runs; the broadcaster bounds the close itself (shutdown_timeout).
 _DRAIN_SECONDS = 2.0
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _option(*decls: str, env: str, **attrs: Any) -> Callable[[_F], _F]:
+    """A ``click.option`` that also reads ``ENV[env]`` and shows it in ``--help``."""
+    return click.option(*decls, envvar=ENV[env], show_envvar=True, **attrs)
 
 
 class CommandError(click.ClickException):
@@ -276,155 +283,138 @@ def _channel_list(channels: Sequence[str]) -> list[str]:
 
 
 @cli.command()
-@click.option(
+@_option(
     "--redis",
     "broker_url",
-    envvar=ENV["redis"],
-    show_envvar=True,
+    env="redis",
     metavar="URL",
     help="Broker URL: redis://[user:password@]host:port/db, rediss://... (TLS), "
     "unix:///path, or memory:// (this process only). Default: memory://, with a warning.",
 )
-@click.option(
+@_option(
     "--host",
-    envvar=ENV["host"],
-    show_envvar=True,
+    env="host",
     default="127.0.0.1",
     show_default=True,
     help="Interface to listen on; 0.0.0.0 for every IPv4 interface.",
 )
-@click.option(
+@_option(
     "--port",
-    envvar=ENV["port"],
-    show_envvar=True,
+    env="port",
     type=click.IntRange(0, 65535),
     default=8000,
     show_default=True,
 )
-@click.option(
+@_option(
     "-c",
     "--channel",
     "channels",
     multiple=True,
-    envvar=ENV["channel"],
-    show_envvar=True,
+    env="channel",
     metavar="NAME|PATTERN",
     help="A channel or glob pattern (risk:*) every client receives; repeat it for more "
     "(space-separated in the variable). Default: the ten trading channels.",
 )
-@click.option(
+@_option(
     "--path",
-    envvar=ENV["path"],
-    show_envvar=True,
+    env="path",
     default="/ws",
     show_default=True,
     help="The WebSocket path; other paths get 404.",
 )
-@click.option(
+@_option(
     "--max-frame-bytes",
-    envvar=ENV["max_frame_bytes"],
-    show_envvar=True,
+    env="max_frame_bytes",
     type=click.IntRange(min=64),
     default=_DEFAULT_LIMITS.max_frame_bytes,
     show_default=True,
     help="Largest client frame; a larger one closes the connection with 1009.",
 )
-@click.option(
+@_option(
     "--max-connections",
-    envvar=ENV["max_connections"],
-    show_envvar=True,
+    env="max_connections",
     type=click.IntRange(min=0),
     default=None,
     help="Refuse handshakes (HTTP 503) beyond this many open connections. Default: no limit.",
 )
-@click.option(
+@_option(
     "--idle-timeout",
-    envvar=ENV["idle_timeout"],
-    show_envvar=True,
+    env="idle_timeout",
     type=click.FloatRange(min=0),
     default=75.0,
     show_default=True,
     help="Close (4000) a client that sent nothing, not even a ping, for this many seconds; "
     "0 disables.",
 )
-@click.option(
+@_option(
     "--max-subscriptions",
-    envvar=ENV["max_subscriptions"],
-    show_envvar=True,
+    env="max_subscriptions",
     type=click.IntRange(min=0),
     default=_DEFAULT_LIMITS.max_subscriptions,
     show_default=True,
     help="Channels and patterns one client may hold.",
 )
-@click.option(
+@_option(
     "--rate",
-    envvar=ENV["rate"],
-    show_envvar=True,
+    env="rate",
     type=click.FloatRange(min=0),
     default=_DEFAULT_LIMITS.rate,
     show_default=True,
     help="Client frames per second allowed (bursts of 100); beyond, close 1008. 0 disables.",
 )
-@click.option(
+@_option(
     "--buffer-messages",
-    envvar=ENV["buffer_messages"],
-    show_envvar=True,
+    env="buffer_messages",
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
     help="Frames queued for one client before --overflow applies.",
 )
-@click.option(
+@_option(
     "--buffer-bytes",
-    envvar=ENV["buffer_bytes"],
-    show_envvar=True,
+    env="buffer_bytes",
     type=click.IntRange(min=1),
     default=4 * 1024 * 1024,
     show_default=True,
     help="Bytes queued for one client before --overflow applies.",
 )
-@click.option(
+@_option(
     "--overflow",
-    envvar=ENV["overflow"],
-    show_envvar=True,
+    env="overflow",
     type=click.Choice([p.value for p in OverflowPolicy]),
     default=OverflowPolicy.DISCONNECT.value,
     show_default=True,
     help="A full buffer: close the slow client (4008) so it resyncs, or drop and count.",
 )
-@click.option(
+@_option(
     "--allowed-origin",
     "allowed_origins",
     multiple=True,
-    envvar=ENV["allowed_origin"],
-    show_envvar=True,
+    env="allowed_origin",
     metavar="ORIGIN",
     help="Accept browsers from this Origin only (https://app.example.com); repeat it for "
     "more. Default: any origin.",
 )
-@click.option(
+@_option(
     "--server",
     "engine",
-    envvar=ENV["server"],
-    show_envvar=True,
+    env="server",
     type=click.Choice(["wsbridge", "uvicorn"]),
     default="wsbridge",
     show_default=True,
     help="wsbridge's own server (wsbridge.server: each frame encoded once, written in "
     "batches), or the ASGI app on uvicorn.",
 )
-@click.option(
+@_option(
     "--health-path",
-    envvar=ENV["health_path"],
-    show_envvar=True,
+    env="health_path",
     metavar="PATH",
     help='With --server uvicorn: GET PATH answers {"status": "ok"} (200), or "unavailable" '
     "(503) while the broker is down.",
 )
-@click.option(
+@_option(
     "--log-level",
-    envvar=ENV["log_level"],
-    show_envvar=True,
+    env="log_level",
     type=click.Choice(_LOG_LEVELS),
     default="info",
     show_default=True,
@@ -556,11 +546,10 @@ async def _publish(url: str, channel: str, data: object, wait: float) -> None:
 )
 @click.argument("channel")
 @click.argument("payload", metavar="JSON")
-@click.option(
+@_option(
     "--redis",
     "broker_url",
-    envvar=ENV["redis"],
-    show_envvar=True,
+    env="redis",
     default=_DEFAULT_PUBLISH_URL,
     show_default=True,
     metavar="URL",
@@ -824,22 +813,18 @@ def schema(fmt: str, channel: str | None, output: Path | None, ws_path: str) -> 
 
 
 @cli.command()
-@click.option(
-    "--host", envvar=ENV["host"], show_envvar=True, default="127.0.0.1", show_default=True
-)
-@click.option(
+@_option("--host", env="host", default="127.0.0.1", show_default=True)
+@_option(
     "--port",
-    envvar=ENV["port"],
-    show_envvar=True,
+    env="port",
     type=click.IntRange(0, 65535),
     default=8000,
     show_default=True,
 )
-@click.option(
+@_option(
     "--redis",
     "broker_url",
-    envvar=ENV["redis"],
-    show_envvar=True,
+    env="redis",
     default="memory://",
     show_default=True,
     metavar="URL",

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from tests.support.client import Client
 from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.redis_server import free_port, scaled
+from tests.support.samples import REFERENCE_EXAMPLES
 from tests.support.servers import UvicornServer
 from wsbridge import Broadcaster, Endpoint, Registry, __version__
 from wsbridge.asgi import WebSocketApp
@@ -31,15 +32,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.anyio
 
-TRADE = {
-    "id": "trade-123",
-    "symbol": "AAPL",
-    "side": "BUY",
-    "quantity": 10,
-    "entry_price": 178.42,
-    "entry_time": "2026-03-12T14:30:00Z",
-    "strategy_name": "mean_reversion",
-}
+TRADE = REFERENCE_EXAMPLES["trade:executed"]
 ALERT = {
     "type": "position_limit",
     "severity": "warning",

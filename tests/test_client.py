@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.support.redis_server import free_port, scaled
+from tests.support.samples import REFERENCE_EXAMPLES
 from tests.support.servers import UvicornServer
 from wsbridge import Broadcaster, Endpoint, InvalidChannelError, Registry, SessionLimits
 from wsbridge.asgi import WebSocketApp
@@ -30,15 +31,7 @@ from wsbridge.trading import TradeExecuted, registry
 
 pytestmark = pytest.mark.anyio
 
-TRADE = {
-    "id": "trade-123",
-    "symbol": "AAPL",
-    "side": "BUY",
-    "quantity": 10,
-    "entry_price": 178.42,
-    "entry_time": "2026-03-12T14:30:00Z",
-    "strategy_name": "mean_reversion",
-}
+TRADE = REFERENCE_EXAMPLES["trade:executed"]
 
 # The reference's redis-cli examples: partial payloads that the schemas accept.
 PORTFOLIO = {"total_equity": 26000, "cash": 6000, "positions_value": 20000}

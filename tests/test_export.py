@@ -13,7 +13,7 @@ from jsonschema import Draft7Validator, Draft202012Validator, FormatChecker
 from pydantic import BaseModel, ConfigDict, Field
 
 from tests._js import JsTools
-from tests.test_trading import REFERENCE_EXAMPLES
+from tests.support.samples import REFERENCE_EXAMPLES
 from wsbridge import trading
 from wsbridge.channel import glob_match
 from wsbridge.exceptions import ConfigurationError

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.ci import unavailable
+from tests.support.ci import npm_ci, unavailable
 from tests.support.redis_server import scaled
 
 __all__ = ["JS_DIR", "JsTools", "js_tools"]
@@ -98,20 +98,7 @@ def js_tools() -> JsTools:
         unavailable("node and npm are needed to check the AsyncAPI and TypeScript exports")
     pinned = _pinned()
     if any(_installed(name) != version for name, version in pinned.items()):
-        command = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-        try:
-            result = subprocess.run(
-                command,
-                cwd=JS_DIR,
-                capture_output=True,
-                text=True,
-                timeout=scaled(_INSTALL_TIMEOUT),
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            unavailable(f"'npm ci' in {JS_DIR} took more than {scaled(_INSTALL_TIMEOUT):.0f} s")
-        if result.returncode != 0:
-            unavailable(f"'npm ci' in {JS_DIR} failed:\n{result.stderr[-2000:]}")
+        npm_ci(JS_DIR, npm, scaled(_INSTALL_TIMEOUT))
         wrong = {
             name: _installed(name)
             for name, version in pinned.items()

@@ -30,7 +30,7 @@ from typing import IO
 import pytest
 
 import wsbridge
-from tests.support.ci import unavailable
+from tests.support.ci import npm_ci, unavailable
 from tests.support.redis_server import TIMEOUT_SCALE_ENV, free_port, scaled
 
 pytestmark = pytest.mark.slow
@@ -82,20 +82,9 @@ def browser_tools() -> tuple[str, str]:
     manifest = json.loads((BROWSER_DIR / "package.json").read_text(encoding="utf-8"))
     pinned = manifest["devDependencies"]["playwright-core"]
     if _playwright_version() != pinned:
-        command = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-        try:
-            result = subprocess.run(
-                command,
-                cwd=BROWSER_DIR,
-                capture_output=True,
-                text=True,
-                timeout=scaled(_NPM_TIMEOUT),
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            unavailable(f"'npm ci' in {BROWSER_DIR} took too long")
-        if result.returncode != 0 or _playwright_version() != pinned:
-            unavailable(f"'npm ci' in {BROWSER_DIR} failed:\n{result.stderr[-2000:]}")
+        npm_ci(BROWSER_DIR, npm, scaled(_NPM_TIMEOUT))
+        if _playwright_version() != pinned:
+            unavailable(f"'npm ci' in {BROWSER_DIR} did not install playwright-core {pinned}")
     return node, chromium
 
 

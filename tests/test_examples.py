@@ -21,6 +21,7 @@ from tests._js import JsTools
 from tests.support.client import Client
 from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.redis_server import free_port, scaled
+from tests.support.samples import REFERENCE_EXAMPLES
 from wsbridge.export import render
 from wsbridge.trading import registry
 
@@ -37,15 +38,8 @@ FRAMEWORKS = {
     "aiohttp_app.py": ("stdout", r"Running on http://"),
 }
 
-TRADE = {
-    "id": "trade-123",
-    "symbol": "AAPL",
-    "side": "BUY",
-    "quantity": 10,
-    "entry_price": 178.42,
-    "entry_time": "2026-03-12T14:30:00+00:00",
-    "strategy_name": "mean_reversion",
-}
+# An offset instead of Z: the example's model writes the canonical form back.
+TRADE = {**REFERENCE_EXAMPLES["trade:executed"], "entry_time": "2026-03-12T14:30:00+00:00"}
 
 
 async def start_example(name: str, port: int, **env: str) -> Child:

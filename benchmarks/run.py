@@ -169,7 +169,13 @@ def tree(pid: int) -> list[int]:
 
 def tree_cpu(pid: int) -> float:
     """User + system CPU seconds of ``pid``'s process tree, from /proc."""
-    total = 0
+    user, system = tree_cpu_split(pid)
+    return user + system
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid``'s process tree, from /proc."""
+    user = system = 0
     for p in tree(pid):
         try:
             with open(f"/proc/{p}/stat", "rb") as f:
@@ -177,8 +183,9 @@ def tree_cpu(pid: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLK_TCK
+        user += int(fields[11])  # utime (field 14)
+        system += int(fields[12])  # stime (field 15)
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def tree_rss(pid: int) -> int:
@@ -615,7 +622,8 @@ async def measure(
 ) -> dict[str, Any]:
     """Publish ``m`` events (as fast as possible, or at ``rate``/s) and account for them."""
     await call_all(workers, 30, cmd="start", base=base, count=m, latency=rate is not None)
-    cpu0 = tree_cpu(pid)
+    user0, sys0 = tree_cpu_split(pid)
+    cpu0 = user0 + sys0
     t0 = time.monotonic_ns()
     if rate is None:
         batch = 100
@@ -637,7 +645,8 @@ async def measure(
     replies = await call_all(
         workers, timeout, cmd="drain", deadline_s=cfg.run_timeout, idle_s=cfg.idle_timeout
     )
-    cpu1 = tree_cpu(pid)
+    user1, sys1 = tree_cpu_split(pid)
+    cpu1 = user1 + sys1
     fresh = sum(r["fresh"] for r in replies)
     frames = sum(r["frames"] for r in replies)
     last_ns = max(r["last_ns"] for r in replies)
@@ -649,6 +658,8 @@ async def measure(
         "delivered": fresh,
         "frames": frames,
         "server_cpu_s": cpu1 - cpu0,
+        "server_user_s": user1 - user0,
+        "server_sys_s": sys1 - sys0,
         "cpu_us_per_delivery": (cpu1 - cpu0) / fresh * 1e6 if fresh else float("nan"),
         "client_us_per_frame": (
             sum(r["cpu_s"] for r in replies) / frames * 1e6 if frames else float("nan")

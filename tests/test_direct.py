@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from wsbridge import Broadcaster, Endpoint
+from wsbridge.backends import BrokerMessage
 from wsbridge.endpoint import TransportClosed
 
 pytestmark = pytest.mark.anyio
@@ -140,6 +141,55 @@ async def test_a_write_that_suspends_keeps_every_frame_in_order() -> None:
         await b.publish("prices", {"i": 20})
         await slow.wait_for(22)
         assert not_a_send_loop(slow.frames[-1][1])
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("channel", ["prices", "prices:*"])
+async def test_the_fan_out_hands_a_suspended_write_to_a_task_and_goes_on(channel: str) -> None:
+    # Half the clients' writes suspend. Whatever order the fan-out visits them in, each
+    # paused write is finished by a task of its own and the fan-out goes on with the next
+    # client, so every other client has the event before any paused one is let through.
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        endpoint = Endpoint(b, channels=[channel], idle_timeout=None)
+        clients = [Recorder() for _ in range(6)]
+        for c in clients:
+            await connect(tg, endpoint, c)
+        paused, free = clients[::2], clients[1::2]
+        gate = anyio.Event()
+        for c in paused:
+            c.gate = gate
+        before = b.stats().messages_out
+        await b.publish("prices:a" if channel.endswith("*") else channel, {"i": 0})
+        for c in free:
+            await c.wait_for(2)
+            assert c.events() == [{"i": 0}]
+            assert not_a_send_loop(c.frames[-1][1])
+        assert all(c.events() == [] for c in paused)
+        gate.set()
+        for c in paused:
+            await c.wait_for(2)
+            assert c.events() == [{"i": 0}]
+            assert not_a_send_loop(c.frames[-1][1])
+        assert len({c.frames[-1][1] for c in paused}) == len(paused)  # a task each
+        assert b.stats().messages_out - before == len(clients)  # counted once each
+        tg.cancel_scope.cancel()
+
+
+async def test_a_closed_connection_gets_no_direct_write() -> None:
+    # Closing a subscriber (an idle timeout, say) wakes its send loop to close the socket;
+    # an event fanned out before that loop runs must not be written after the close.
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        _, closing, ok = await pair(tg, b, "prices")
+        # The subscriber whose writer sends through ``closing``.
+        subscriber = next(s for s in b._subscribers if getattr(s.sink, "_send", 0) == closing.send)
+        subscriber.close(4000, "idle timeout")
+        b._dispatch(BrokerMessage("prices", None, b'{"i": 0}'))
+        await ok.wait_for(2)
+        with anyio.fail_after(5):
+            while closing.closed is None:
+                await anyio.wait_all_tasks_blocked()
+        assert closing.closed == (4000, "idle timeout")
+        assert closing.events() == []
         tg.cancel_scope.cancel()
 
 

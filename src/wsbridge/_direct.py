@@ -5,17 +5,20 @@ that wake-up, not the write, dominated the ASGI adapters' CPU profile. While a s
 waits for frames, its :class:`DirectWriter` stands in for it:
 
 - The first frame of a loop iteration for an idle client is written at once, from the
-  fan-out itself: at a steady rate, that is every frame, with no scheduling at all.
+  fan-out itself (:func:`fan_out`): at a steady rate, that is every frame, with no
+  scheduling at all.
 - Later frames of the same iteration queue in the subscriber's outbox (its bounds and
   overflow policy apply unchanged) and are written together when the iteration ends, by
   one callback for every client. A burst costs each socket one batch, which the kernel
   can coalesce, as the send loop's batches could.
 
-The transport's ``send()`` coroutine is run in place: servers write to a socket without
-suspending unless it is paused, so it almost always finishes there and then. When it does
-suspend, a task takes it over from that exact point, with the frames left of its batch;
-until that task is done, later frames wake the send loop as before, which waits for the
-task first. Order is kept throughout.
+The fan-out awaits every idle client's ``send()`` in one coroutine, which the broadcaster
+runs by hand: servers write to a socket without suspending unless it is paused, so each
+``send()`` almost always finishes there and then, at the cost of a plain ``await``. When
+one does suspend, a task takes the coroutine over from that exact point to finish that
+client's write, and a new one carries on with the next client: nobody waits for a slow
+socket. Until that task is done, the client's later frames wake its send loop as before,
+which waits for the task first. Order is kept throughout.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator, Sequence
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wsbridge.broadcaster import Frame, Subscriber
+if TYPE_CHECKING:
+    from wsbridge.broadcaster import Frame, Subscriber, _Counters
 
-__all__ = ["DirectWriter"]
+__all__ = ["DirectWriter", "fan_out"]
 
 logger = logging.getLogger("wsbridge")
 
@@ -124,12 +128,13 @@ class DirectWriter:
         "_fail",
         "_failed",
         "_flusher",
+        "_idle",
+        "_inflight",
         "_loop",
         "_scheduled",
         "_send",
         "_subscriber",
-        "idle",
-        "inflight",
+        "ready",
     )
 
     def __init__(
@@ -146,10 +151,38 @@ class DirectWriter:
         self._flusher = _flusher(self._loop)
         self._scheduled = False
         self._epoch = -1
-        #: True while the send loop waits for frames; only then may this writer write.
-        self.idle = False
-        #: The task finishing a write that suspended, with the rest of its batch.
-        self.inflight: asyncio.Task[None] | None = None
+        self._idle = False
+        self._inflight: asyncio.Task[None] | None = None
+        #: True while this writer may write: idle, nothing in flight, not failed.
+        self.ready = False
+
+    @property
+    def idle(self) -> bool:
+        """True while the send loop waits for frames; only then may this writer write."""
+        return self._idle
+
+    @idle.setter
+    def idle(self, value: bool) -> None:
+        self._idle = value
+        self._update()
+
+    @property
+    def inflight(self) -> asyncio.Task[None] | None:
+        """The task finishing a write that suspended, with the rest of its batch."""
+        return self._inflight
+
+    @inflight.setter
+    def inflight(self, task: asyncio.Task[None] | None) -> None:
+        self._inflight = task
+        self._update()
+
+    def _update(self) -> None:
+        self.ready = (
+            self._idle
+            and self._inflight is None
+            and not self._failed
+            and self._subscriber.close_code is None
+        )
 
     def __call__(self, frame: Frame) -> bool:
         """As the subscriber's sink: write the first frame of an iteration at once.
@@ -158,7 +191,7 @@ class DirectWriter:
         together at its end: a burst costs each socket one batch, and a steady stream
         costs no scheduling at all.
         """
-        if not self.idle or self.inflight is not None or self._failed:
+        if not self.ready:
             return False
         flusher = self._flusher
         if self._epoch == flusher.epoch:
@@ -181,7 +214,7 @@ class DirectWriter:
 
     def defer(self) -> bool:
         """Take over waking the send loop for a frame just queued; False to decline."""
-        if not self.idle or self.inflight is not None or self._failed:
+        if not self.ready:
             return False
         if not self._scheduled:
             self._scheduled = True
@@ -191,10 +224,10 @@ class DirectWriter:
     def flush(self) -> None:
         """Write every pending frame now (the flusher calls this)."""
         self._scheduled = False
-        if not self.idle or self._failed:
+        if not self._idle or self._failed:
             return  # the send loop is running, or the connection is ending
         subscriber = self._subscriber
-        if self.inflight is not None:  # not expected: let the send loop sort it out
+        if self._inflight is not None:  # not expected: let the send loop sort it out
             subscriber._wake()
             return
         self._write(subscriber.get_nowait())
@@ -229,11 +262,12 @@ class DirectWriter:
     def _give_up(self, exc: BaseException) -> None:
         if not self._failed:
             self._failed = True
+            self.ready = False
             self._fail(exc)
 
     async def drain(self) -> None:
         """Wait until a write that suspended, and the rest of its batch, are done."""
-        task = self.inflight
+        task = self._inflight
         if task is not None:
             await asyncio.wait((task,))
             if task.cancelled():  # frames may not have gone out: do not carry on silently
@@ -241,6 +275,92 @@ class DirectWriter:
 
     def cancel(self) -> None:
         """Abandon writes still in flight: the connection is ending."""
-        task, self.inflight = self.inflight, None
+        task, self._inflight = self._inflight, None
+        self.ready = False
         if task is not None and not task.done():
             task.cancel()
+
+
+class _Handoff:
+    """Between :func:`fan_out` and one driver: whose write suspended, and who finishes it."""
+
+    __slots__ = ("taken", "writer")
+
+    def __init__(self) -> None:
+        self.writer: DirectWriter | None = None
+        self.taken = False
+
+
+async def _drive(
+    frame: Frame, subscribers: Iterator[Subscriber], epoch: int, handoff: _Handoff
+) -> int:
+    # Returns how many frames it wrote. Everything a client's write raises is that
+    # client's end, never the fan-out's.
+    text = frame.text
+    sent = 0
+    for subscriber in subscribers:
+        writer = subscriber._writer
+        if writer is None or not writer.ready or writer._epoch == epoch or subscriber._queue:
+            subscriber.push(frame)
+            continue
+        writer._epoch = epoch
+        handoff.writer = writer
+        try:
+            await writer._send(text)
+        except Exception as exc:
+            writer._give_up(exc)
+        else:
+            sent += 1
+        if handoff.taken:  # resumed by the task that finishes this write: others go on
+            break
+    return sent
+
+
+def fan_out(frame: Frame, subscribers: Iterable[Subscriber], counters: _Counters) -> None:
+    """Deliver ``frame`` to ``subscribers``: direct writes where possible, else push.
+
+    Must run in the event loop of the writers. Each idle client with nothing queued and
+    no frame yet in this loop iteration gets the frame written at once; the others get it
+    pushed into their outbox.
+    """
+    flusher = _flusher(asyncio.get_running_loop())
+    flusher.touch()  # this iteration's later frames are batched by the flusher
+    epoch = flusher.epoch
+    remaining = iter(subscribers)
+    size = frame.size
+    # Each round ends with the iterator exhausted, or hands one client's suspended write
+    # to a task and starts the next round after that client: bounded by their number.
+    while True:
+        handoff = _Handoff()
+        driver = _drive(frame, remaining, epoch, handoff)
+        try:
+            first = driver.send(None)
+        except StopIteration as stop:
+            sent: int = stop.value
+            counters.messages_out += sent
+            counters.bytes_out += sent * size
+            return
+        writer = handoff.writer
+        assert writer is not None
+        handoff.taken = True
+        writer.inflight = writer._loop.create_task(
+            _finish_driver(writer, driver, first, counters, size)
+        )
+
+
+async def _finish_driver(
+    writer: DirectWriter,
+    driver: Coroutine[Any, Any, int],
+    first: Any,
+    counters: _Counters,
+    size: int,
+) -> None:
+    try:
+        sent: int = await _Resume(driver, first)
+    except Exception as exc:  # not expected: the driver keeps clients' errors to itself
+        writer._give_up(exc)
+        return
+    counters.messages_out += sent
+    counters.bytes_out += sent * size
+    if writer._inflight is asyncio.current_task():
+        writer.inflight = None

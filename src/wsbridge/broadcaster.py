@@ -20,11 +20,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
 from wsbridge import protocol
+from wsbridge._direct import fan_out
 from wsbridge.backends import Backend, BrokerMessage, backend_from_url
 from wsbridge.channel import glob_match, is_pattern, validate_channel
 from wsbridge.exceptions import (
@@ -34,6 +35,9 @@ from wsbridge.exceptions import (
     SubscriptionRefusedError,
 )
 from wsbridge.schema import DeliveryKind, Registry
+
+if TYPE_CHECKING:
+    from wsbridge._direct import DirectWriter
 
 __all__ = ["Broadcaster", "Frame", "OverflowPolicy", "Stats", "Subscriber"]
 
@@ -163,6 +167,7 @@ class Subscriber:
         "_queue",
         "_verdicts",
         "_wakeup",
+        "_writer",
         "allow",
         "close_code",
         "close_reason",
@@ -199,6 +204,8 @@ class Subscriber:
         # Set by a driver that flushes outboxes itself (see wsbridge._direct): called
         # instead of waking the waiting get(); returns False to have it woken after all.
         self._defer: Callable[[], bool] | None = None
+        # That driver's writer, which the fan-out writes through while it is ready.
+        self._writer: DirectWriter | None = None
         #: Called once when the subscriber is told to disconnect.
         self.on_close: Callable[[], None] | None = None
         #: Authorization of concrete channels reached through a pattern: an authorized
@@ -315,6 +322,8 @@ class Subscriber:
             return
         self.close_code = code
         self.close_reason = reason
+        if self._writer is not None:
+            self._writer.ready = False
         self._queue.clear()
         self._bytes = 0
         if self._wakeup is not None:
@@ -331,6 +340,12 @@ class Subscriber:
         counters.bytes_out += self._bytes
         self._bytes = 0
         return frames
+
+    def _attach_writer(self, writer: DirectWriter | None) -> None:
+        # The broadcaster counts writers, to take the plain fan-out when there are none.
+        if (self._writer is None) != (writer is None):
+            self._broadcaster._writers += 1 if writer is not None else -1
+        self._writer = writer
 
     def _wake(self) -> None:
         wakeup, self._wakeup = self._wakeup, None
@@ -435,6 +450,7 @@ class Broadcaster:
         self._log_interval = log_interval
         self._counters = _Counters()
         self._subscribers: set[Subscriber] = set()
+        self._writers = 0  # subscribers with a direct writer attached
         self._routes: dict[str, set[Subscriber]] = {}
         self._upstream: set[str] = set()
         self._upstream_lock = anyio.Lock()
@@ -720,11 +736,20 @@ class Broadcaster:
         frame = self._frame(message)
         if frame is None:
             return
-        if pattern is None:
+        channel = message.channel
+        if self._writers:  # some clients can be written to from here (wsbridge._direct)
+            targets: Iterable[Subscriber] = route
+            if pattern is not None:
+                targets = (
+                    s
+                    for s in route
+                    if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
+                )
+            fan_out(frame, targets, self._counters)
+        elif pattern is None:
             for subscriber in route:
                 subscriber.push(frame)
         else:
-            channel = message.channel
             for subscriber in route:
                 if subscriber._owns(channel, pattern) and (
                     subscriber.allow is None or subscriber._permits(channel)

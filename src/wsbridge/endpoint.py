@@ -308,6 +308,7 @@ class Endpoint:
         if direct is not None:
             subscriber.sink = direct
             subscriber._defer = direct.defer
+            subscriber._attach_writer(direct)
         try:
             while True:
                 if direct is None:
@@ -332,6 +333,7 @@ class Endpoint:
             subscriber.sink = None
             subscriber._defer = None
             if direct is not None:
+                subscriber._attach_writer(None)
                 direct.cancel()
             done.set()
             scope.cancel()

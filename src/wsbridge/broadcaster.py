@@ -451,7 +451,9 @@ class Broadcaster:
         self._counters = _Counters()
         self._subscribers: set[Subscriber] = set()
         self._writers = 0  # subscribers with a direct writer attached
-        self._routes: dict[str, set[Subscriber]] = {}
+        # A route is an insertion-ordered dict used as a set: clients get each event in the
+        # order they subscribed, not in an order set by memory addresses.
+        self._routes: dict[str, dict[Subscriber, None]] = {}
         self._upstream: set[str] = set()
         self._upstream_lock = anyio.Lock()
         self._kinds: dict[str, bool] = {}
@@ -583,7 +585,7 @@ class Broadcaster:
                     subscriber._patterns.sort()
             else:
                 subscriber._channels.add(channel)
-            self._routes.setdefault(channel, set()).add(subscriber)
+            self._routes.setdefault(channel, {})[subscriber] = None
         await self._sync_upstream()
         if refusals:
             # A refusal in this round took the name off the subscriber's own list too.
@@ -616,7 +618,7 @@ class Broadcaster:
         for key in keys:
             route = self._routes.get(key)
             if route is not None:
-                route.discard(subscriber)
+                route.pop(subscriber, None)
                 if not route:
                     del self._routes[key]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import anyio
@@ -16,6 +17,7 @@ from wsbridge import (
     EventValidationError,
     Registry,
 )
+from wsbridge.broadcaster import Frame
 from wsbridge.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER
 
 pytestmark = pytest.mark.anyio
@@ -85,6 +87,29 @@ async def test_each_event_is_framed_once_for_all_recipients() -> None:
             (f1,) = await s1.get()
             (f2,) = await s2.get()
         assert f1 is f2
+
+
+@pytest.mark.parametrize("channel", ["a", "a*"])
+async def test_clients_get_each_event_in_the_order_they_subscribed(channel: str) -> None:
+    order: list[int] = []
+    done = anyio.Event()
+    async with Broadcaster() as b, contextlib.AsyncExitStack() as stack:
+        subscribers = [await stack.enter_async_context(b.subscriber()) for _ in range(32)]
+        for i in reversed(range(32)):  # an order no allocator would hand out by chance
+            s = subscribers[i]
+
+            def sink(frame: Frame, i: int = i) -> bool:
+                order.append(i)
+                if len(order) == 32:
+                    done.set()
+                return True
+
+            s.sink = sink
+            await s.subscribe([channel])
+        await b.publish("a", 1)
+        with anyio.fail_after(5):
+            await done.wait()
+    assert order == list(reversed(range(32)))
 
 
 async def test_overlapping_subscriptions_deliver_once() -> None:

@@ -1,0 +1,221 @@
+"""The fan-out's Python cost per delivery, without sockets, kernel or load clients.
+
+``run.py`` measures whole servers over real sockets, where most of the CPU is the kernel's
+and the machine's noise is large. This script isolates what the server's Python code costs
+per delivery: N connections are served in one process by each ASGI app, driven directly
+with a stand-in ``send()`` that only counts bytes, and one event at a time is fanned out
+to all of them.
+
+- ``reference``: FastAPI, a plain loop of awaited ``WebSocket.send_text`` (as
+  ``targets/reference_fixed.py``), the event encoded once;
+- ``asgi``, ``starlette``, ``fastapi``: wsbridge's adapters on the in-memory broker (so
+  each event is also published, decoded and framed once; that is per event, not per
+  delivery).
+
+Each app runs in a fresh process; it reports the fastest and the median of several rounds,
+in nanoseconds of process CPU per delivery. Run it as::
+
+    python benchmarks/inprocess.py            # every app, 3 processes each, interleaved
+    python benchmarks/inprocess.py --apps asgi,reference --n 1000 --processes 5
+"""
+
+import argparse
+import asyncio
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+APPS = ("reference", "asgi", "starlette", "fastapi")
+PAYLOAD = {"symbol": "AAPL", "price": 187.25, "quantity": 100, "side": "buy", "note": "x" * 300}
+
+Message = MutableMapping[str, Any]
+
+
+class Socket:
+    """What a connection's stand-in ``send()`` writes to: a frame count."""
+
+    __slots__ = ("received",)
+
+    def __init__(self) -> None:
+        self.received = 0
+
+
+def stand_in_send(socket: Socket) -> Callable[[Message], Awaitable[None]]:
+    """An ASGI ``send()`` that takes a frame as a server would, without a socket."""
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.send":
+            socket.received += 1
+
+    return send
+
+
+def build(name: str) -> tuple[Any, Any, list[Any]]:
+    """The ASGI app, its broadcaster (None for the reference) and its connection list."""
+    from wsbridge import Broadcaster, Endpoint
+
+    connections: list[Any] = []
+    if name == "reference":
+        from fastapi import FastAPI, WebSocket
+
+        app = FastAPI()
+
+        @app.websocket("/ws")
+        async def endpoint(websocket: WebSocket) -> None:
+            await websocket.accept()
+            connections.append(websocket)
+            await websocket.receive_text()
+
+        return app, None, connections
+    broadcaster = Broadcaster("memory://")
+    target = Endpoint(broadcaster, channels=["trade:executed"], idle_timeout=None)
+    if name == "asgi":
+        from wsbridge.asgi import WebSocketApp
+
+        return WebSocketApp(target, lifespan=False), broadcaster, connections
+    if name == "starlette":
+        from starlette.applications import Starlette
+
+        from wsbridge.starlette import create_route
+
+        return Starlette(routes=[create_route(target, "/ws")]), broadcaster, connections
+    from fastapi import FastAPI
+
+    from wsbridge.fastapi import create_router
+
+    app = FastAPI()
+    app.include_router(create_router(target, path="/ws"))
+    return app, broadcaster, connections
+
+
+async def measure(name: str, n: int, events: int, rounds: int) -> dict[str, Any]:
+    """Serve ``n`` stand-in connections with app ``name``; time ``rounds`` x ``events``."""
+    app, broadcaster, connections = build(name)
+    if broadcaster is not None:
+        await broadcaster.__aenter__()
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    sockets = [Socket() for _ in range(n)]
+    tasks = []
+    for i, socket in enumerate(sockets):
+        pending = [{"type": "websocket.connect"}]
+
+        async def receive(pending: list[Message] = pending) -> Message:
+            if pending:
+                return pending.pop()
+            await never
+            raise AssertionError("unreachable")
+
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "path": "/ws",
+            "raw_path": b"/ws",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+            "client": ("127.0.0.1", 10000 + i),
+            "server": ("127.0.0.1", 8000),
+            "subprotocols": [],
+        }
+        tasks.append(asyncio.create_task(app(scope, receive, stand_in_send(socket))))
+
+    def ready() -> bool:
+        if broadcaster is None:
+            return len(connections) == n
+        return bool(broadcaster.stats().subscriptions == n)
+
+    deadline = time.monotonic() + 60
+    while not ready():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name}: the connections did not subscribe within 60 s")
+        await asyncio.sleep(0.01)
+    text = json.dumps({"channel": "trade:executed", "data": PAYLOAD})
+    gc.collect()
+    per_delivery = []
+    for _ in range(rounds):
+        start = time.process_time()
+        for _ in range(events):
+            if broadcaster is None:
+                for websocket in list(connections):
+                    await websocket.send_text(text)
+            else:
+                await broadcaster.publish("trade:executed", PAYLOAD)
+            # The memory broker delivers from its reader task: let it run the fan-out.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        per_delivery.append((time.process_time() - start) / (events * n) * 1e9)
+    expected = rounds * events
+    short = [i for i, s in enumerate(sockets) if s.received < expected]
+    never.cancel()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if broadcaster is not None:
+        await broadcaster.aclose()
+    if short:
+        raise SystemExit(f"{name}: {len(short)} connections missed frames")
+    return {"app": name, "ns": per_delivery}
+
+
+def child(args: argparse.Namespace) -> None:
+    """Measure one app in this process and print its figures as one JSON line."""
+    try:
+        import uvloop
+    except ImportError:
+        runner: Callable[..., Any] = asyncio.run
+    else:
+        runner = uvloop.run
+    result = runner(measure(args.child, args.n, args.events, args.rounds))
+    print(json.dumps(result))
+
+
+def main() -> None:
+    """Run every app in fresh processes, interleaved, and print a Markdown table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--apps", default=",".join(APPS), help="comma-separated: " + ", ".join(APPS))
+    p.add_argument("--n", type=int, default=1000, help="connections")
+    p.add_argument("--events", type=int, default=100, help="events per round")
+    p.add_argument("--rounds", type=int, default=7, help="timed rounds per process")
+    p.add_argument("--processes", type=int, default=3, help="fresh processes per app")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    apps = [a for a in args.apps.split(",") if a]
+    unknown = set(apps) - set(APPS)
+    if unknown:
+        p.error(f"unknown apps: {', '.join(sorted(unknown))}")
+    samples: dict[str, list[float]] = {a: [] for a in apps}
+    for _ in range(args.processes):
+        for app in apps:
+            command = [sys.executable, __file__, "--child", app, "--n", str(args.n)]
+            command += ["--events", str(args.events), "--rounds", str(args.rounds)]
+            out = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"{app} failed:\n{out.stderr}{out.stdout}")
+            samples[app].extend(json.loads(out.stdout.splitlines()[-1])["ns"])
+    base = min(samples["reference"]) if "reference" in samples else None
+    print(f"N = {args.n}, {args.processes} processes x {args.rounds} rounds x {args.events} events")
+    print()
+    print("| app | ns/delivery, fastest | median | fastest x reference |")
+    print("|---|---:|---:|---:|")
+    for app, ns in samples.items():
+        ratio = f"{min(ns) / base:.2f}x" if base else "-"
+        print(f"| {app} | {min(ns):,.0f} | {statistics.median(ns):,.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

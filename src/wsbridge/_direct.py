@@ -153,7 +153,9 @@ class DirectWriter:
         self._epoch = -1
         self._idle = False
         self._inflight: asyncio.Task[None] | None = None
-        #: True while this writer may write: idle, nothing in flight, not failed.
+        #: True while this writer may write: idle, nothing in flight, not failed, and its
+        #: subscriber not closed. Kept up to date on each change: the fan-out reads it
+        #: once per client and event.
         self.ready = False
 
     @property
@@ -187,9 +189,10 @@ class DirectWriter:
     def __call__(self, frame: Frame) -> bool:
         """As the subscriber's sink: write the first frame of an iteration at once.
 
-        Later frames of the same iteration are refused, so they queue and go out
-        together at its end: a burst costs each socket one batch, and a steady stream
-        costs no scheduling at all.
+        :func:`fan_out` writes events itself; frames pushed otherwise (replies, broker
+        status) come here. Later frames of the same iteration are refused, so they queue
+        and go out together at its end: a burst costs each socket one batch, and a steady
+        stream costs no scheduling at all.
         """
         if not self.ready:
             return False

@@ -199,8 +199,7 @@ async def subscribed(url: str, n: int = 1) -> list[Client]:
     """Clients whose default subscriptions are in place: each ping answered after them."""
     clients = [await Client.connect(url) for _ in range(n)]
     for client in clients:
-        await client.send_json({"type": "ping"})
-        assert await client.recv() == {"type": "pong"}
+        await client.pinged()
     return clients
 
 

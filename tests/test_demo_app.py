@@ -47,8 +47,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 async def connected(server: UvicornServer) -> Client:
     """A client whose default subscriptions are in place (its ping was answered)."""
     client = await Client.connect(server.url)
-    await client.send_json({"type": "ping"})
-    assert await client.recv() == {"type": "pong"}
+    await client.pinged()
     return client
 
 

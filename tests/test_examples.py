@@ -56,8 +56,7 @@ async def start_example(name: str, port: int, **env: str) -> Child:
 async def subscribed_client(port: int) -> Client:
     """A client whose default subscriptions are in place: its ping was answered after them."""
     client = await Client.connect(f"ws://127.0.0.1:{port}/ws")
-    await client.send_json({"type": "ping"})
-    assert await client.recv() == {"type": "pong"}
+    await client.pinged()
     return client
 
 

@@ -46,6 +46,20 @@ class Client:
                 return frame  # type: ignore[no-any-return]
         raise AssertionError("no event among 1000 frames")
 
+    async def pinged(self, timeout: float = 10) -> None:
+        """Send a ping and return once its pong has arrived.
+
+        Events the server sent first are skipped: a server that publishes on its own (the
+        demo) may fan one out to this client between its subscriptions and its pong.
+        """
+        await self.send_json({"type": "ping"})
+        for _ in range(1000):
+            frame = await self.recv(timeout)
+            if frame == {"type": "pong"}:
+                return
+            assert "channel" in frame, frame
+        raise AssertionError("no pong among 1000 frames")
+
     async def subscribe(self, channels: Sequence[str], request_id: object = None) -> dict[str, Any]:
         frame: dict[str, Any] = {"type": "subscribe", "channels": list(channels)}
         if request_id is not None:

@@ -159,7 +159,6 @@ class Subscriber:
         "_bytes",
         "_channels",
         "_counters",
-        "_defer",
         "_max_bytes",
         "_max_messages",
         "_patterns",
@@ -201,10 +200,9 @@ class Subscriber:
         #: A server that can write without waiting sets this: ``sink(frame)`` returns True
         #: when it took the frame. The outbox is used only while the sink refuses.
         self.sink: Callable[[Frame], bool] | None = None
-        # Set by a driver that flushes outboxes itself (see wsbridge._direct): called
-        # instead of waking the waiting get(); returns False to have it woken after all.
-        self._defer: Callable[[], bool] | None = None
-        # That driver's writer, which the fan-out writes through while it is ready.
+        # A writer that stands in for the waiting get() (see wsbridge._direct): the fan-out
+        # writes through it while it is ready, and a frame queued meanwhile is left to its
+        # defer() instead of waking get(), unless it declines.
         self._writer: DirectWriter | None = None
         #: Called once when the subscriber is told to disconnect.
         self.on_close: Callable[[], None] | None = None
@@ -284,8 +282,8 @@ class Subscriber:
         queue.append(frame)
         self._bytes += frame.size
         if self._wakeup is not None:
-            defer = self._defer
-            if defer is None or not defer():
+            writer = self._writer
+            if writer is None or not writer.defer():
                 self._wake()
 
     def send_text(self, text: str) -> None:
@@ -342,10 +340,12 @@ class Subscriber:
         return frames
 
     def _attach_writer(self, writer: DirectWriter | None) -> None:
-        # The broadcaster counts writers, to take the plain fan-out when there are none.
+        # The writer is also the sink. The broadcaster counts writers, to take the plain
+        # fan-out when there are none.
         if (self._writer is None) != (writer is None):
             self._broadcaster._writers += 1 if writer is not None else -1
         self._writer = writer
+        self.sink = writer
 
     def _wake(self) -> None:
         wakeup, self._wakeup = self._wakeup, None
@@ -738,25 +738,19 @@ class Broadcaster:
         frame = self._frame(message)
         if frame is None:
             return
-        channel = message.channel
+        targets: Iterable[Subscriber] = route
+        if pattern is not None:
+            channel = message.channel
+            targets = (
+                s
+                for s in route
+                if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
+            )
         if self._writers:  # some clients can be written to from here (wsbridge._direct)
-            targets: Iterable[Subscriber] = route
-            if pattern is not None:
-                targets = (
-                    s
-                    for s in route
-                    if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
-                )
             fan_out(frame, targets, self._counters)
-        elif pattern is None:
-            for subscriber in route:
-                subscriber.push(frame)
         else:
-            for subscriber in route:
-                if subscriber._owns(channel, pattern) and (
-                    subscriber.allow is None or subscriber._permits(channel)
-                ):
-                    subscriber.push(frame)
+            for subscriber in targets:
+                subscriber.push(frame)
 
     def _log_limited(self, key: str, msg: str, *args: object) -> None:
         now = time.monotonic()

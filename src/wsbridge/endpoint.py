@@ -306,8 +306,6 @@ class Endpoint:
     ) -> None:
         direct = _direct_writer(subscriber, transport, done, scope)
         if direct is not None:
-            subscriber.sink = direct
-            subscriber._defer = direct.defer
             subscriber._attach_writer(direct)
         try:
             while True:
@@ -330,8 +328,6 @@ class Endpoint:
         except TransportClosed:
             pass
         finally:
-            subscriber.sink = None
-            subscriber._defer = None
             if direct is not None:
                 subscriber._attach_writer(None)
                 direct.cancel()

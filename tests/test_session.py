@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from wsbridge import ConfigurationError, Session, SessionLimits
+from wsbridge.protocol import subscription_ack
 from wsbridge.session import Close, Reply, Subscribe, Unsubscribe
 
 
@@ -17,11 +18,9 @@ def replies(commands: list[object]) -> list[dict[str, object]]:
     for c in commands:
         if isinstance(c, Reply):
             out.append(json.loads(c.text))
-        elif isinstance(c, Subscribe) and c.ack is not None:
-            ack: dict[str, object] = {"type": "subscribed", "channels": list(c.ack)}
-            if c.request_id is not None:
-                ack["id"] = c.request_id
-            out.append(ack)
+        elif isinstance(c, Subscribe) and c.ack is not None:  # as the endpoint answers
+            ack = subscription_ack("subscribed", list(c.ack), request_id=c.request_id)
+            out.append(json.loads(ack))
     return out
 
 

@@ -39,7 +39,11 @@ SIGNAL = {"symbol": "AAPL", "direction": "BUY", "strength": 0.8, "strategy_name"
 
 
 def bridge(port: int | None = None, **endpoint_options: Any) -> UvicornServer:
-    """A wsbridge endpoint (trading registry, memory broker) on uvicorn, not started."""
+    """A wsbridge endpoint (trading registry, memory broker) on uvicorn, not started.
+
+    Clients may subscribe to any channel unless ``allow`` says otherwise.
+    """
+    endpoint_options.setdefault("allow", ["*"])
     broadcaster = Broadcaster("memory://", registry=registry)
     app = WebSocketApp(Endpoint(broadcaster, **endpoint_options), path="/ws")
     server = UvicornServer(app)

@@ -30,6 +30,7 @@ PURE_CORE = {
     "wsbridge.schema",
     "wsbridge.trading",
     "wsbridge.export",
+    "wsbridge.permissions",
 }
 RUNTIME = {
     "wsbridge.broadcaster",
@@ -38,6 +39,7 @@ RUNTIME = {
     "wsbridge.backends",
     "wsbridge.backends.memory",
     "wsbridge.backends.redis",
+    "wsbridge.tokens",
 }
 CORE = BASE | PURE_CORE | RUNTIME
 

@@ -192,7 +192,7 @@ async def test_a_client_asking_for_a_refused_channel_gets_an_error_and_stays(
 
     server = redis_server_factory(args=RESTRICTED)
     broadcaster = Broadcaster(server.url, backend_options=AS_BRIDGE)
-    app = serve("asgi", Endpoint(broadcaster, channels=["open:feed"]))
+    app = serve("asgi", Endpoint(broadcaster, channels=["open:feed"], allow=["open:*", "closed:*"]))
     try:
         client = await Client.connect(app.url)
         await client.send_json(

@@ -180,7 +180,10 @@ async def test_rate_limit_closes_with_1008() -> None:
 
 async def test_subscription_and_channel_limits() -> None:
     endpoint = Endpoint(
-        Broadcaster(), channels=[], limits=SessionLimits(max_subscriptions=3, max_channel_length=32)
+        Broadcaster(),
+        channels=[],
+        limits=SessionLimits(max_subscriptions=3, max_channel_length=32),
+        allow=["*"],
     )
     app = serve("asgi", endpoint)
     try:
@@ -300,7 +303,8 @@ async def test_connect_disconnect_cycles_leak_nothing(redis_url: str) -> None:
     prefix = f"leak{uuid.uuid4().hex[:6]}"
     channels = [f"{prefix}:a", f"{prefix}:b"]
     with AppProcess(
-        "tests.support.factories:bridge_app", {"broker": redis_url, "channels": channels}
+        "tests.support.factories:bridge_app",
+        {"broker": redis_url, "channels": channels, "allow": [f"{prefix}:*"]},
     ) as proc:
         baseline = await stats_of(proc)
         rss_before = proc.rss_kib()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -24,10 +25,12 @@ from wsbridge._direct import DirectWriter
 from wsbridge.broadcaster import Broadcaster, OverflowPolicy, Subscriber
 from wsbridge.channel import validate_channel
 from wsbridge.exceptions import (
+    AuthenticationError,
     BrokerUnavailableError,
     ConfigurationError,
     SubscriptionRefusedError,
 )
+from wsbridge.permissions import AllowList
 from wsbridge.session import Close, Command, Reply, Session, SessionLimits, Subscribe, Unsubscribe
 
 __all__ = [
@@ -125,7 +128,10 @@ class ConnectionInfo:
         )
 
 
-#: Returns a principal (any object but ``None``) to accept, ``None`` to refuse (HTTP 403).
+#: Returns a principal (any object but ``None``) to accept, ``None`` to refuse (HTTP 403);
+#: or raises :class:`~wsbridge.exceptions.AuthenticationError` to refuse with its status
+#: and reason. A principal with an ``expires_at`` attribute (a POSIX timestamp, or ``None``)
+#: has its connection closed with 4001 (``CLOSE_TOKEN_EXPIRED``) at that time.
 Authenticate = Callable[[ConnectionInfo], "Awaitable[object | None] | object | None"]
 #: Returns whether ``principal`` may receive ``channel``.
 Authorize = Callable[[object, str], bool]
@@ -133,12 +139,17 @@ Authorize = Callable[[object, str], bool]
 
 @dataclass(frozen=True)
 class Handshake:
-    """The outcome of :meth:`Endpoint.handshake`: accept with a principal, or refuse."""
+    """The outcome of :meth:`Endpoint.handshake`: accept with a principal, or refuse.
+
+    ``subprotocol``: the WebSocket subprotocol the adapter selects when it accepts
+    (``"wsbridge"`` if the client offered it), or ``None``.
+    """
 
     accepted: bool
     principal: object = None
     status: int = 200
     reason: str = ""
+    subprotocol: str | None = None
 
 
 def _direct_writer(
@@ -164,6 +175,11 @@ def _direct_writer(
     return DirectWriter(subscriber, send, fail)
 
 
+async def _expire(subscriber: Subscriber, delay: float) -> None:
+    await anyio.sleep(delay)
+    subscriber.close(protocol.CLOSE_TOKEN_EXPIRED, "token expired")
+
+
 def as_endpoint(target: Endpoint | Broadcaster) -> Endpoint:
     """Accept an :class:`Endpoint`, or a :class:`Broadcaster` served with the defaults."""
     return target if isinstance(target, Endpoint) else Endpoint(target)
@@ -180,6 +196,13 @@ class Endpoint:
     ``authorize``: the hooks. ``allowed_origins``: if given, a handshake whose ``Origin``
     is not in it is refused (``"*"`` allows any). ``max_connections``: refuse handshakes
     beyond this many open connections.
+
+    ``allow``: the channels and patterns a client may subscribe to, an
+    :class:`~wsbridge.permissions.AllowList` or its entries (``["trade:*"]``; ``["*"]``
+    allows everything). Without ``allow`` and without ``authorize``, a client may
+    subscribe only to ``channels``: the endpoint exposes what it serves and nothing else
+    on the broker. With an ``authorize`` hook and no ``allow``, the hook alone decides.
+    With both, a channel must pass both.
     """
 
     def __init__(
@@ -196,6 +219,7 @@ class Endpoint:
         authorize: Authorize | None = None,
         allowed_origins: Sequence[str] | None = None,
         max_connections: int | None = None,
+        allow: AllowList | Sequence[str] | None = None,
     ) -> None:
         self.broadcaster = broadcaster
         self.limits = limits or SessionLimits()
@@ -218,6 +242,12 @@ class Endpoint:
         self.authorize = authorize
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
         self.max_connections = max_connections
+        if allow is None and authorize is None:
+            allow = self.channels
+        #: What a client may subscribe to (``None``: only the ``authorize`` hook decides).
+        self.allow: AllowList | None = (
+            allow if isinstance(allow, AllowList) or allow is None else AllowList(allow)
+        )
         self._open = 0
 
     @property
@@ -240,20 +270,34 @@ class Endpoint:
                 result = self.authenticate(info)
                 if inspect.isawaitable(result):
                     result = await result
+            except AuthenticationError as exc:
+                return Handshake(False, status=exc.status, reason=exc.reason)
             except Exception:
                 logger.exception("wsbridge: the authenticate hook raised; refusing the connection")
                 return Handshake(False, status=403, reason="authentication failed")
             if result is None or result is False:
                 return Handshake(False, status=403, reason="authentication refused")
             principal = result
-        return Handshake(True, principal=principal)
+        selected = protocol.SUBPROTOCOL if protocol.SUBPROTOCOL in info.subprotocols else None
+        return Handshake(True, principal=principal, subprotocol=selected)
+
+    @staticmethod
+    def expires_in(principal: object) -> float | None:
+        """Seconds until ``principal.expires_at`` (a POSIX timestamp), or ``None``."""
+        expires_at = getattr(principal, "expires_at", None)
+        if not isinstance(expires_at, (int, float)) or isinstance(expires_at, bool):
+            return None
+        return max(0.0, float(expires_at) - time.time())
 
     def _authorizer(self, principal: object) -> Callable[[str], bool] | None:
         authorize = self.authorize
+        allow = self.allow
         if authorize is None:
-            return None
+            return allow
 
         def check(channel: str) -> bool:
+            if allow is not None and not allow(channel):
+                return False
             try:
                 return bool(authorize(principal, channel))
             except Exception:
@@ -283,8 +327,11 @@ class Endpoint:
             )
             session = self.connect(subscriber, principal)
             sent_close = anyio.Event()
+            expires_in = self.expires_in(principal)
             async with subscriber, anyio.create_task_group() as tg:
                 tg.start_soon(self._send_loop, transport, subscriber, sent_close, tg.cancel_scope)
+                if expires_in is not None:
+                    tg.start_soon(_expire, subscriber, expires_in)
                 try:
                     await self._apply(session.start(), subscriber, session)
                     await self._receive_loop(transport, session, subscriber)

@@ -6,6 +6,7 @@
     ├── ConfigurationError (ValueError)      the caller configured something wrongly
     ├── InvalidChannelError (ValueError)     a channel name or pattern breaks the rules
     ├── EventValidationError (ValueError)    a payload does not fit its channel's schema
+    ├── AuthenticationError                  a handshake's credentials are missing or bad
     └── BrokerError
         ├── BrokerUnavailableError (ConnectionError)  the broker cannot be reached now
         ├── BrokerClosedError (RuntimeError)          the broadcaster is not running
@@ -19,6 +20,7 @@ codes. Errors caused by the program that uses wsbridge are ``ValueError`` or
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "BrokerClosedError",
     "BrokerError",
     "BrokerUnavailableError",
@@ -62,6 +64,20 @@ class EventValidationError(WsbridgeError, ValueError):
             for field, e in zip(self.fields, errors, strict=False)
         )
         super().__init__(f"invalid payload for channel {channel!r}: {details}")
+
+
+class AuthenticationError(WsbridgeError):
+    """Raised by an ``authenticate`` hook to refuse a handshake with a status and a reason.
+
+    The endpoint answers ``status`` (401 by default) with ``reason`` as the body, and logs
+    nothing: a refused client is not a server error. ``reason`` is sent to the client, so
+    it must not hold a secret (a token, say).
+    """
+
+    def __init__(self, reason: str, status: int = 401) -> None:
+        self.reason = reason
+        self.status = status
+        super().__init__(reason)
 
 
 class BrokerError(WsbridgeError):

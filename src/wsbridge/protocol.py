@@ -23,9 +23,12 @@ __all__ = [
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_POLICY_VIOLATION",
     "CLOSE_SLOW_CONSUMER",
+    "CLOSE_TOKEN_EXPIRED",
     "CLOSE_TRY_AGAIN_LATER",
     "PONG",
     "PROTOCOL_VERSION",
+    "SUBPROTOCOL",
+    "TOKEN_SUBPROTOCOL_PREFIX",
     "ErrorCode",
     "broker_status_frame",
     "decode_payload",
@@ -51,6 +54,14 @@ CLOSE_TRY_AGAIN_LATER: Final = 1013
 CLOSE_SLOW_CONSUMER: Final = 4008
 #: The client sent nothing, not even a ping, for longer than the idle timeout.
 CLOSE_IDLE_TIMEOUT: Final = 4000
+#: The credentials the connection was accepted with expired; reconnect with fresh ones.
+CLOSE_TOKEN_EXPIRED: Final = 4001
+
+#: The WebSocket subprotocol of wsbridge's frames: a handshake that offers it gets it back.
+SUBPROTOCOL: Final = "wsbridge"
+#: A subprotocol ``wsbridge.token.<JWT>`` carries a token, for clients (browsers) that
+#: cannot set headers; it is never selected, so the token is not echoed.
+TOKEN_SUBPROTOCOL_PREFIX: Final = "wsbridge.token."
 
 PONG: Final = '{"type":"pong"}'
 

@@ -18,6 +18,7 @@ def _endpoint(config: dict[str, Any]) -> Endpoint:
         max_buffer_messages=config.get("max_buffer_messages", 1000),
         max_buffer_bytes=config.get("max_buffer_bytes", 4 * 1024 * 1024),
         idle_timeout=config.get("idle_timeout", 75.0),
+        allow=config.get("allow"),
     )
 
 

@@ -78,7 +78,11 @@ def create_handler(target: Endpoint | Broadcaster) -> Handler:
         handshake = await endpoint.handshake(info)
         if not handshake.accepted:
             return web.Response(status=handshake.status, text=handshake.reason + "\n")
-        ws = web.WebSocketResponse(max_msg_size=endpoint.limits.max_frame_bytes, autoping=True)
+        ws = web.WebSocketResponse(
+            max_msg_size=endpoint.limits.max_frame_bytes,
+            autoping=True,
+            protocols=() if handshake.subprotocol is None else (handshake.subprotocol,),
+        )
         await ws.prepare(request)
         await endpoint.serve(AiohttpTransport(ws), handshake.principal)
         return ws

@@ -136,7 +136,10 @@ class WebSocketApp:
         if not handshake.accepted:
             await self._refuse(scope, send, handshake.status, handshake.reason)
             return
-        await send({"type": "websocket.accept"})
+        accept: Message = {"type": "websocket.accept"}
+        if handshake.subprotocol is not None:
+            accept["subprotocol"] = handshake.subprotocol
+        await send(accept)
         await self.endpoint.serve(ASGITransport(receive, send), handshake.principal)
 
     @staticmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any, cast
@@ -29,6 +30,7 @@ from websockets.frames import Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from wsbridge import protocol
 from wsbridge.broadcaster import Broadcaster, Frame, Subscriber
@@ -44,6 +46,9 @@ _MAX_PENDING_OPS = 1000
 class Server:
     """Serve an :class:`Endpoint` (or a :class:`Broadcaster`) at ``ws://host:port{path}``.
 
+    With an ``ssl`` context (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+    a certificate chain loaded), it serves ``wss://`` instead.
+
     ``await server.serve()`` runs the broadcaster and the server until :meth:`shutdown`
     is called; then every client is closed with 1001, within ``shutdown_timeout``
     seconds, and every task the server started has ended when ``serve`` returns.
@@ -58,6 +63,7 @@ class Server:
         path: str = "/ws",
         close_timeout: float = 5.0,
         backlog: int = 2048,
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoint = as_endpoint(target)
         self.host = host
@@ -65,6 +71,7 @@ class Server:
         self.path = path
         self.close_timeout = close_timeout
         self.backlog = backlog
+        self.ssl = ssl
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started: asyncio.Event | None = None
@@ -97,7 +104,11 @@ class Server:
             self._started = asyncio.Event()
         async with self.broadcaster:
             server = await loop.create_server(
-                lambda: _Connection(self), self.host, self.port, backlog=self.backlog
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                backlog=self.backlog,
+                ssl=self.ssl,
             )
             self.port = server.sockets[0].getsockname()[1]
             idle = self._spawn(self._sweep_idle())
@@ -174,6 +185,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "close_timer",
         "dirty",
+        "expiry",
         "last_seen",
         "ops",
         "paused",
@@ -198,6 +210,7 @@ class _Connection(asyncio.Protocol):
         self.ops: deque[Command] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.close_timer: asyncio.TimerHandle | None = None
+        self.expiry: asyncio.TimerHandle | None = None
         assert server._loop is not None
         self.last_seen = server._loop.time()
 
@@ -237,6 +250,8 @@ class _Connection(asyncio.Protocol):
         self.server._connections.discard(self)
         if self.close_timer is not None:
             self.close_timer.cancel()
+        if self.expiry is not None:
+            self.expiry.cancel()
         if self.worker is not None:
             self.worker.cancel()
         self.transport = None
@@ -288,6 +303,9 @@ class _Connection(asyncio.Protocol):
             self.ws.send_response(self.ws.reject(handshake.status, handshake.reason + "\n"))
             self._send_protocol_data()
             return
+        self.ws.available_subprotocols = (
+            None if handshake.subprotocol is None else [Subprotocol(handshake.subprotocol)]
+        )
         response = self.ws.accept(request)
         self.ws.send_response(response)
         self._send_protocol_data()
@@ -304,6 +322,11 @@ class _Connection(asyncio.Protocol):
         subscriber.on_close = self._on_subscriber_closed
         self.subscriber = subscriber
         self.session = endpoint.connect(subscriber, handshake.principal)
+        expires_in = endpoint.expires_in(handshake.principal)
+        if expires_in is not None and self.server._loop is not None:
+            self.expiry = self.server._loop.call_later(
+                expires_in, subscriber.close, protocol.CLOSE_TOKEN_EXPIRED, "token expired"
+            )
         self.ops.extend(self.session.start())
         self.transport.resume_reading()
         await self._work()

@@ -16,7 +16,9 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from wsbridge.client import Event, Status
+    from wsbridge.tokens import TokenAuth
 
 __all__ = ["ENV", "CommandError", "InputError", "cli", "main"]
 
@@ -72,6 +75,16 @@ ENV = {
     "buffer_bytes": "WSBRIDGE_BUFFER_BYTES",
     "overflow": "WSBRIDGE_OVERFLOW",
     "allowed_origin": "WSBRIDGE_ALLOWED_ORIGINS",
+    "allow": "WSBRIDGE_ALLOW",
+    "jwt_secret": "WSBRIDGE_JWT_SECRET",
+    "jwt_public_key": "WSBRIDGE_JWT_PUBLIC_KEY",
+    "jwt_jwks": "WSBRIDGE_JWT_JWKS",
+    "jwt_algorithm": "WSBRIDGE_JWT_ALGORITHMS",
+    "jwt_audience": "WSBRIDGE_JWT_AUDIENCE",
+    "jwt_issuer": "WSBRIDGE_JWT_ISSUER",
+    "jwt_leeway": "WSBRIDGE_JWT_LEEWAY",
+    "certfile": "WSBRIDGE_CERTFILE",
+    "keyfile": "WSBRIDGE_KEYFILE",
     "health_path": "WSBRIDGE_HEALTH_PATH",
     "server": "WSBRIDGE_SERVER",
     "log_level": "WSBRIDGE_LOG_LEVEL",
@@ -149,10 +162,43 @@ class _LogFormatter(logging.Formatter):
         return f"{record.levelname}:     {record.name}: {text}"
 
 
+# Anything shaped like a JWT, or carried where clients put tokens, is masked in log lines:
+# uvicorn logs request paths with their query, websockets logs headers at debug level.
+_SECRETS = re.compile(
+    r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"
+    r"|(?<=wsbridge\.token\.)[^\s,'\"]+"
+    r"|(?<=[?&]token=)[^&\s'\"]+"
+    r"|(?i:(?<=bearer )[^\s'\"]+)"
+)
+
+
+class _RedactTokens(logging.Filter):
+    """Masks tokens in a log record's message; never drops the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: let the handler report it as usual
+            return True
+        redacted = _SECRETS.sub("***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def _redact_logs(*names: str) -> None:
+    # Handler filters see every record the handler writes, whichever logger made it.
+    for name in ("", *names):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _RedactTokens) for f in handler.filters):
+                handler.addFilter(_RedactTokens())
+
+
 def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(_LogFormatter("%(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=False)
+    _redact_logs()
 
 
 def _run_async(fn: Any, *args: Any, uvloop: bool = True) -> Any:
@@ -244,11 +290,16 @@ async def _run_uvicorn(server: uvicorn.Server, broadcaster: Broadcaster, broker:
 
 
 async def _run_own(
-    endpoint: Endpoint, host: str, port: int, path: str, banner: Callable[[int], str]
+    endpoint: Endpoint,
+    host: str,
+    port: int,
+    path: str,
+    banner: Callable[[int], str],
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     from wsbridge.server import Server
 
-    server = Server(endpoint, host=host, port=port, path=path)
+    server = Server(endpoint, host=host, port=port, path=path, ssl=tls)
     failure: Exception | None = None
 
     async def stop_on_signal() -> None:
@@ -396,6 +447,74 @@ def _channel_list(channels: Sequence[str]) -> list[str]:
     "more. Default: any origin.",
 )
 @_option(
+    "--allow",
+    "allow",
+    multiple=True,
+    env="allow",
+    metavar="NAME|PATTERN",
+    help="Let clients subscribe to this channel or pattern (trade:*; * for everything); "
+    "repeat it for more. Default: only the channels served (--channel, or the ten "
+    "trading channels); anything else gets a forbidden error. With --jwt-*, the token's "
+    "channels claim decides, and this list applies to tokens without the claim.",
+)
+@_option(
+    "--jwt-secret",
+    env="jwt_secret",
+    metavar="SECRET",
+    help="Require a JWT signed with this HMAC secret (HS256; at least 32 bytes). Prefer "
+    "the environment variable: a command line is visible to other users.",
+)
+@_option(
+    "--jwt-public-key",
+    env="jwt_public_key",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Require a JWT signed with the private half of this PEM public key "
+    "(RSA: RS256; EC P-256: ES256).",
+)
+@_option(
+    "--jwt-jwks",
+    env="jwt_jwks",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Require a JWT signed by one of this JWKS file's public keys (chosen by kid).",
+)
+@_option(
+    "--jwt-algorithm",
+    "jwt_algorithms",
+    multiple=True,
+    env="jwt_algorithm",
+    type=click.Choice(
+        ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
+    ),
+    help="Accept only this signature algorithm; repeat for more. Default: HS256 with a "
+    "secret, the key's own with a public key or a JWKS. Never none.",
+)
+@_option("--jwt-audience", env="jwt_audience", metavar="AUD", help="Require this aud claim.")
+@_option("--jwt-issuer", env="jwt_issuer", metavar="ISS", help="Require this iss claim.")
+@_option(
+    "--jwt-leeway",
+    env="jwt_leeway",
+    type=click.FloatRange(0, 300),
+    default=30.0,
+    show_default=True,
+    help="Seconds of clock skew allowed on the exp and nbf claims.",
+)
+@_option(
+    "--certfile",
+    env="certfile",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Serve wss:// (TLS) with this PEM certificate chain.",
+)
+@_option(
+    "--keyfile",
+    env="keyfile",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="The certificate's PEM private key, if --certfile does not hold it.",
+)
+@_option(
     "--server",
     "engine",
     env="server",
@@ -434,6 +553,16 @@ def serve(
     buffer_bytes: int,
     overflow: str,
     allowed_origins: tuple[str, ...],
+    allow: tuple[str, ...],
+    jwt_secret: str | None,
+    jwt_public_key: str | None,
+    jwt_jwks: str | None,
+    jwt_algorithms: tuple[str, ...],
+    jwt_audience: str | None,
+    jwt_issuer: str | None,
+    jwt_leeway: float,
+    certfile: str | None,
+    keyfile: str | None,
     engine: str,
     health_path: str | None,
     log_level: str,
@@ -443,6 +572,11 @@ def serve(
     With no --channel it serves the ten trading channels of the built-in registry, so
     `wsbridge serve --redis URL` reproduces the reference system. SIGTERM or Ctrl+C close
     every client with 1001 (going away), then the process exits with status 0.
+
+    Anyone who can reach the port can connect, and may subscribe to the channels served
+    and to --allow; nothing else on the broker. With --jwt-secret, --jwt-public-key or
+    --jwt-jwks, a client needs a valid token, and its channels claim says what it may
+    read. --certfile serves wss://. See docs/security.md.
     """
     from wsbridge import trading
 
@@ -460,6 +594,9 @@ def serve(
             "memory:// broker, so nothing outside this process can publish to the clients",
             err=True,
         )
+    if keyfile is not None and certfile is None:
+        _fail("--keyfile needs --certfile", 2)
+    tls = _tls_context(certfile, keyfile) if certfile is not None else None
     try:
         broadcaster = Broadcaster(broker_url, registry=trading.registry)
         limits = SessionLimits(
@@ -468,9 +605,24 @@ def serve(
             rate=rate or None,
             burst=_DEFAULT_LIMITS.burst,
         )
+        served = _channel_list(channels) if channels else trading.registry.channels()
+        allowed = _channel_list(allow) if allow else served
+        auth = _token_auth(
+            secret=jwt_secret,
+            public_key=jwt_public_key,
+            jwks=jwt_jwks,
+            algorithms=jwt_algorithms,
+            audience=jwt_audience,
+            issuer=jwt_issuer,
+            leeway=jwt_leeway,
+            default_allow=allowed,
+        )
         endpoint = Endpoint(
             broadcaster,
-            channels=_channel_list(channels) if channels else None,
+            channels=served,
+            allow=None if auth is not None else allowed,
+            authenticate=None if auth is None else auth.authenticate,
+            authorize=None if auth is None else auth.authorize,
             limits=limits,
             max_buffer_messages=buffer_messages,
             max_buffer_bytes=buffer_bytes,
@@ -482,13 +634,14 @@ def serve(
     except ConfigurationError as exc:
         _fail(str(exc), 2)
     shown_host = f"[{host}]" if ":" in host else host
-    served = endpoint.channels
     shown = ", ".join(served) if len(served) <= 4 else f"{len(served)} channels"
+    scheme = "ws" if tls is None else "wss"
+    access = "tokens required" if auth is not None else "no authentication"
 
     def banner(bound: int) -> str:
         return (
-            f"wsbridge serve: listening on ws://{shown_host}:{bound}{path} "
-            f"({engine}; broker {_redact(broker_url)}; {shown})"
+            f"wsbridge serve: listening on {scheme}://{shown_host}:{bound}{path} "
+            f"({engine}; broker {_redact(broker_url)}; {shown}; {access})"
         )
 
     _configure_logging(log_level)
@@ -507,13 +660,66 @@ def serve(
             log_level=log_level,
             ws_max_size=max_frame_bytes,
             timeout_graceful_shutdown=5,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
         )
+        _redact_logs("uvicorn", "uvicorn.error", "uvicorn.access")
         server = _uvicorn_server(config, broadcaster, banner)
         _run_async(_run_uvicorn, server, broadcaster, broker_url)
     else:
         if importlib.util.find_spec("websockets") is None:
             _fail("--server wsbridge needs websockets: pip install 'wsbridge[server]'")
-        _run_async(_run_own, endpoint, host, port, path, banner)
+        _run_async(_run_own, endpoint, host, port, path, banner, tls)
+
+
+def _tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        _fail(f"cannot load the TLS certificate or key: {exc}", 2)
+    return context
+
+
+def _read(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {option} {path}: {exc}", 2)
+
+
+def _token_auth(
+    *,
+    secret: str | None,
+    public_key: str | None,
+    jwks: str | None,
+    algorithms: Sequence[str],
+    audience: str | None,
+    issuer: str | None,
+    leeway: float,
+    default_allow: Sequence[str],
+) -> TokenAuth | None:
+    """The token check the --jwt-* options ask for, or ``None`` without any of them."""
+    if secret is None and public_key is None and jwks is None:
+        if algorithms or audience or issuer:
+            _fail("--jwt-algorithm, --jwt-audience and --jwt-issuer need a --jwt-* key", 2)
+        return None
+    if sum(k is not None for k in (secret, public_key, jwks)) > 1:
+        _fail("give only one of --jwt-secret, --jwt-public-key and --jwt-jwks", 2)
+    if importlib.util.find_spec("jwt") is None:
+        _fail("token authentication needs PyJWT: pip install 'wsbridge[jwt]'")
+    from wsbridge.tokens import TokenAuth
+
+    return TokenAuth(
+        secret=secret,
+        public_key=_read(public_key, "--jwt-public-key") if public_key else None,
+        jwks=_read(jwks, "--jwt-jwks") if jwks else None,
+        algorithms=list(algorithms) or None,
+        audience=audience,
+        issuer=issuer,
+        leeway=leeway,
+        default_allow=default_allow,
+    )
 
 
 # -- publish -------------------------------------------------------------------------------

@@ -90,9 +90,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         broadcaster = Broadcaster(url)
     else:
         broadcaster = Broadcaster("memory://")
-    endpoint = Endpoint(
-        broadcaster, channels=[f"{prefix}:a", f"{prefix}:b"], allow=[f"{prefix}:*"]
-    )
+    endpoint = Endpoint(broadcaster, channels=[f"{prefix}:a", f"{prefix}:b"], allow=[f"{prefix}:*"])
     server = serve(adapter, endpoint)
     try:
         yield Harness(server, broadcaster, prefix, redis_client)

@@ -35,7 +35,10 @@ ROOT_EXPORTS = frozenset(
         "Handshake",
         "Transport",
         "TransportClosed",
+        # channel permissions
+        "AllowList",
         # errors
+        "AuthenticationError",
         "BrokerClosedError",
         "SubscriptionRefusedError",
         "BrokerError",

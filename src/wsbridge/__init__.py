@@ -9,6 +9,7 @@ from wsbridge.broadcaster import Broadcaster, Frame, OverflowPolicy, Stats, Subs
 from wsbridge.channel import Channel, glob_match, is_pattern, validate_channel
 from wsbridge.endpoint import ConnectionInfo, Endpoint, Handshake, Transport, TransportClosed
 from wsbridge.exceptions import (
+    AuthenticationError,
     BrokerClosedError,
     BrokerError,
     BrokerUnavailableError,
@@ -18,10 +19,13 @@ from wsbridge.exceptions import (
     SubscriptionRefusedError,
     WsbridgeError,
 )
+from wsbridge.permissions import AllowList
 from wsbridge.schema import DeliveryKind, EventSchema, Registry
 from wsbridge.session import Session, SessionLimits
 
 __all__ = [
+    "AllowList",
+    "AuthenticationError",
     "Broadcaster",
     "BrokerClosedError",
     "BrokerError",

@@ -452,10 +452,10 @@ def _channel_list(channels: Sequence[str]) -> list[str]:
     multiple=True,
     env="allow",
     metavar="NAME|PATTERN",
-    help="Let clients subscribe to this channel or pattern (trade:*; * for everything); "
-    "repeat it for more. Default: only the channels served (--channel, or the ten "
-    "trading channels); anything else gets a forbidden error. With --jwt-*, the token's "
-    "channels claim decides, and this list applies to tokens without the claim.",
+    help="Also let clients subscribe to this channel or pattern (trade:*; * for "
+    "everything); repeat it for more. Default: only the channels served (--channel, or "
+    "the ten trading channels); anything else gets a forbidden error. With --jwt-*, the "
+    "token's channels claim decides; this applies to tokens without the claim.",
 )
 @_option(
     "--jwt-secret",
@@ -606,7 +606,7 @@ def serve(
             burst=_DEFAULT_LIMITS.burst,
         )
         served = _channel_list(channels) if channels else trading.registry.channels()
-        allowed = _channel_list(allow) if allow else served
+        extra = _channel_list(allow)
         auth = _token_auth(
             secret=jwt_secret,
             public_key=jwt_public_key,
@@ -615,12 +615,12 @@ def serve(
             audience=jwt_audience,
             issuer=jwt_issuer,
             leeway=jwt_leeway,
-            default_allow=allowed,
+            default_allow=[*served, *extra],
         )
         endpoint = Endpoint(
             broadcaster,
             channels=served,
-            allow=None if auth is not None else allowed,
+            allow=None if auth is not None else extra,
             authenticate=None if auth is None else auth.authenticate,
             authorize=None if auth is None else auth.authorize,
             limits=limits,

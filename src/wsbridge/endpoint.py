@@ -197,7 +197,7 @@ class Endpoint:
     is not in it is refused (``"*"`` allows any). ``max_connections``: refuse handshakes
     beyond this many open connections.
 
-    ``allow``: the channels and patterns a client may subscribe to, an
+    ``allow``: channels and patterns a client may subscribe to besides ``channels``, an
     :class:`~wsbridge.permissions.AllowList` or its entries (``["trade:*"]``; ``["*"]``
     allows everything). Without ``allow`` and without ``authorize``, a client may
     subscribe only to ``channels``: the endpoint exposes what it serves and nothing else
@@ -243,11 +243,10 @@ class Endpoint:
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
         self.max_connections = max_connections
         if allow is None and authorize is None:
-            allow = self.channels
+            allow = ()
+        extra = allow.entries if isinstance(allow, AllowList) else allow
         #: What a client may subscribe to (``None``: only the ``authorize`` hook decides).
-        self.allow: AllowList | None = (
-            allow if isinstance(allow, AllowList) or allow is None else AllowList(allow)
-        )
+        self.allow = None if extra is None else AllowList([*self.channels, *extra])
         self._open = 0
 
     @property

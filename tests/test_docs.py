@@ -186,6 +186,30 @@ def test_auth_example(client_class: Any) -> None:
             assert operator.receive_json()["type"] == "subscribed"
 
 
+def test_token_example(client_class: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _need("fastapi", "jwt")
+    import jwt
+    from starlette.websockets import WebSocketDisconnect
+
+    secret = "a-test-secret-of-at-least-32-bytes"
+    monkeypatch.setenv("WSBRIDGE_JWT_SECRET", secret)
+    module = _load("token_app.py")
+    token = jwt.encode({"exp": 2**31, "channels": ["risk:*"]}, secret, algorithm="HS256")
+    with client_class(module.app) as http:
+        with pytest.raises(WebSocketDisconnect), http.websocket_connect("/ws"):
+            pass
+        subprotocols = ["wsbridge", f"wsbridge.token.{token}"]
+        with http.websocket_connect("/ws", subprotocols=subprotocols) as ws:
+            assert ws.accepted_subprotocol == "wsbridge"
+            ws.send_json({"type": "subscribe", "channels": ["trade:*"], "id": 1})
+            assert ws.receive_json()["code"] == "forbidden"
+            assert ws.receive_json() == {"type": "subscribed", "channels": [], "id": 1}
+            ws.send_json({"type": "ping"})
+            assert ws.receive_json() == {"type": "pong"}
+            http.portal.call(module.broadcaster.publish, "risk:alert", ALERT)
+            assert ws.receive_json() == {"channel": "risk:alert", "data": ALERT}
+
+
 @pytest.mark.anyio
 async def test_aiohttp_example_delivers_events() -> None:
     _need("aiohttp")

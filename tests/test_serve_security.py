@@ -473,3 +473,13 @@ async def test_a_token_issued_without_python_is_accepted(issuer: str) -> None:
         await client.close()
     finally:
         assert child.stop() == 0
+
+
+def test_every_serve_variable_is_documented() -> None:
+    from wsbridge.cli import ENV
+
+    configuration = (ROOT / "docs/reference/configuration.md").read_text("utf-8")
+    cli_page = (ROOT / "docs/cli.md").read_text("utf-8")
+    for variable in ENV.values():
+        assert f"`{variable}`" in configuration, variable
+        assert f"`{variable}`" in cli_page, variable

@@ -201,6 +201,7 @@ async def test_token_auth_behind_each_adapter(adapter: str) -> None:
             await Client.connect(app.url, subprotocols=["wsbridge", f"wsbridge.token.{expired}"])
         assert refused.value.response.status_code == 401
         assert refused.value.response.body.strip() == b"token expired"
+        assert endpoint.refused_handshakes == 2
 
         token = jwt.encode(claims(channels=["trade:*"]), SECRET, algorithm="HS256")
         client = await Client.connect(app.url, subprotocols=["wsbridge", f"wsbridge.token.{token}"])
@@ -219,3 +220,18 @@ async def test_token_auth_behind_each_adapter(adapter: str) -> None:
         await client.close()
     finally:
         app.stop()
+
+
+def test_expires_in_reads_a_principals_expiry() -> None:
+    class Expiring:
+        def __init__(self, expires_at: object) -> None:
+            self.expires_at = expires_at
+
+    assert Endpoint.expires_in(object()) is None
+    assert Endpoint.expires_in(Expiring(None)) is None
+    assert Endpoint.expires_in(Expiring(float("inf"))) is None
+    assert Endpoint.expires_in(Expiring(True)) is None
+    assert Endpoint.expires_in(Expiring(time.time() - 10)) == 0.0
+    remaining = Endpoint.expires_in(Expiring(time.time() + 100))
+    assert remaining is not None
+    assert 90 < remaining <= 100

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -247,6 +248,8 @@ class Endpoint:
         extra = allow.entries if isinstance(allow, AllowList) else allow
         #: What a client may subscribe to (``None``: only the ``authorize`` hook decides).
         self.allow = None if extra is None else AllowList([*self.channels, *extra])
+        #: Handshakes refused so far: origin, connection limit, authentication.
+        self.refused_handshakes = 0
         self._open = 0
 
     @property
@@ -255,7 +258,16 @@ class Endpoint:
         return self._open
 
     async def handshake(self, info: ConnectionInfo) -> Handshake:
-        """Decide whether to accept a connection, before the WebSocket is accepted."""
+        """Decide whether to accept a connection, before the WebSocket is accepted.
+
+        Each refusal is counted in :attr:`refused_handshakes`.
+        """
+        decision = await self._decide(info)
+        if not decision.accepted:
+            self.refused_handshakes += 1
+        return decision
+
+    async def _decide(self, info: ConnectionInfo) -> Handshake:
         origins = self.allowed_origins
         if origins is not None and "*" not in origins and info.origin not in origins:
             return Handshake(False, status=403, reason="origin not allowed")
@@ -286,7 +298,8 @@ class Endpoint:
         expires_at = getattr(principal, "expires_at", None)
         if not isinstance(expires_at, (int, float)) or isinstance(expires_at, bool):
             return None
-        return max(0.0, float(expires_at) - time.time())
+        delay = float(expires_at) - time.time()
+        return max(0.0, delay) if math.isfinite(delay) else None
 
     def _authorizer(self, principal: object) -> Callable[[str], bool] | None:
         authorize = self.authorize

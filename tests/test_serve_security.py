@@ -465,12 +465,23 @@ async def test_a_token_issued_without_python_is_accepted(issuer: str) -> None:
     assert jwt.decode(token, SECRET, algorithms=["HS256"])["channels"] == ["trade:*"]
     port = free_port()
     child = start_serve("--port", str(port), WSBRIDGE_JWT_SECRET=SECRET)
+    url = f"ws://127.0.0.1:{port}/ws"
     try:
-        client = await Client.connect(f"ws://127.0.0.1:{port}/ws", **with_token(token))
+        client = await Client.connect(url, **with_token(token))
         assert (await client.subscribe(["trade:executed"]))["channels"] == ["trade:executed"]
         await client.send_json({"type": "subscribe", "channels": ["risk:alert"]})
         assert (await client.recv())["code"] == "forbidden"
         await client.close()
+        # wsbridge listen presents the same token; it connects and subscribes.
+        listener = Child(
+            wsbridge_command("listen", url, "--channel", "trade:*", "--timeout", "30"),
+            env=child_env(WSBRIDGE_TOKEN=token),
+        )
+        try:
+            listener.wait_for(r"wsbridge listen: connected to ", timeout=30)
+        finally:
+            listener.stop()
+        assert token not in listener.output()
     finally:
         assert child.stop() == 0
 

@@ -85,6 +85,7 @@ ENV = {
     "jwt_leeway": "WSBRIDGE_JWT_LEEWAY",
     "certfile": "WSBRIDGE_CERTFILE",
     "keyfile": "WSBRIDGE_KEYFILE",
+    "token": "WSBRIDGE_TOKEN",
     "health_path": "WSBRIDGE_HEALTH_PATH",
     "server": "WSBRIDGE_SERVER",
     "log_level": "WSBRIDGE_LOG_LEVEL",
@@ -576,7 +577,7 @@ def serve(
     Anyone who can reach the port can connect, and may subscribe to the channels served
     and to --allow; nothing else on the broker. With --jwt-secret, --jwt-public-key or
     --jwt-jwks, a client needs a valid token, and its channels claim says what it may
-    read. --certfile serves wss://. See docs/security.md.
+    read. --certfile serves wss://. See docs/howto/serve-security.md.
     """
     from wsbridge import trading
 
@@ -842,6 +843,7 @@ async def _listen(
     ping_interval: float,
     reconnect_delay: float,
     quiet: bool,
+    token: str | None = None,
 ) -> int:
     from wsbridge.client import Client, Event
 
@@ -849,6 +851,7 @@ async def _listen(
     client = Client(
         url,
         channels=channels,
+        headers={"Authorization": f"Bearer {token}"} if token else None,
         ping_interval=ping_interval or None,
         reconnect_delay=reconnect_delay,
         max_reconnect_delay=max(30.0, reconnect_delay),
@@ -902,6 +905,12 @@ async def _listen(
     help="First reconnection delay; doubles per failed attempt (cap 30 s), with jitter.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No connection status lines on stderr.")
+@_option(
+    "--token",
+    env="token",
+    metavar="JWT",
+    help="Present this token (Authorization: Bearer) to a server that requires one.",
+)
 def listen(
     url: str,
     channels: tuple[str, ...],
@@ -911,6 +920,7 @@ def listen(
     ping_interval: float,
     reconnect_delay: float,
     quiet: bool,
+    token: str | None,
 ) -> None:
     """Connect to a WebSocket endpoint and print its events until stopped.
 
@@ -937,6 +947,7 @@ def listen(
             ping_interval,
             reconnect_delay,
             quiet,
+            token,
         )
     except KeyboardInterrupt:
         sys.exit(130)

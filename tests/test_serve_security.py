@@ -494,3 +494,27 @@ def test_every_serve_variable_is_documented() -> None:
     for variable in ENV.values():
         assert f"`{variable}`" in configuration, variable
         assert f"`{variable}`" in cli_page, variable
+
+
+def test_bad_security_options_fail_before_serving(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from wsbridge.cli import cli
+
+    not_a_key = tmp_path / "key.pem"
+    not_a_key.write_text("hello")
+    cases = {
+        ("--jwt-secret", "short"): "at least 32 bytes",
+        ("--jwt-secret", SECRET, "--jwt-public-key", str(not_a_key)): "only one of",
+        ("--jwt-public-key", str(not_a_key)): "not a PEM public key",
+        ("--jwt-audience", "dash"): "need a --jwt-* key",
+        ("--jwt-secret", SECRET, "--jwt-algorithm", "RS256"): "does not go with this key",
+        ("--keyfile", str(not_a_key)): "--keyfile needs --certfile",
+        ("--certfile", str(not_a_key)): "cannot load the TLS certificate",
+        ("--allow", "bad name"): "invalid channel",
+    }
+    for args, message in cases.items():
+        result = CliRunner().invoke(cli, ["serve", *args], prog_name="wsbridge")
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert SECRET not in result.output  # a secret is never echoed

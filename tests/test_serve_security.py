@@ -326,10 +326,11 @@ async def test_a_connection_is_closed_with_4001_when_its_token_expires(engine: s
         WSBRIDGE_JWT_SECRET=SECRET,
     )  # fmt: skip
     try:
-        token = jwt.encode(claims(exp=int(time.time()) + 2), SECRET, algorithm="HS256")
+        # Long enough to connect on a loaded machine; exp is whole seconds.
+        token = jwt.encode(claims(exp=int(time.time()) + 5), SECRET, algorithm="HS256")
         client = await Client.connect(f"ws://127.0.0.1:{port}/ws", **with_token(token))
         await client.pinged()
-        assert await client.closed(timeout=15) == (4001, "token expired")
+        assert await client.closed(timeout=20) == (4001, "token expired")
     finally:
         assert child.stop() == 0
 
@@ -364,7 +365,7 @@ async def test_tokens_never_reach_the_log(engine: str) -> None:
     finally:
         assert child.stop() == 0
     log = child.output()
-    assert "GET /ws" in log or "WebSocket /ws" in log  # the requests were logged at all
+    assert "token=***" in log  # the query string was logged, masked
     for secret in (token, expired, token.split(".")[2], expired.split(".")[2]):
         assert secret not in log
 
@@ -423,10 +424,16 @@ async def test_tls_clients_connect_and_a_plain_client_fails_cleanly(
     try:
         first = await Client.connect(f"wss://127.0.0.1:{port}/ws", ssl=context)
         await first.pinged()
-        with pytest.raises(
-            (websockets.InvalidMessage, websockets.InvalidHandshake, OSError, EOFError)
-        ):
-            await Client.connect(f"ws://127.0.0.1:{port}/ws")
+        # Refused at once (the server answers a TLS alert or closes), not left hanging.
+        with anyio.fail_after(scaled(10)):
+            try:
+                await Client.connect(f"ws://127.0.0.1:{port}/ws")
+            except TimeoutError:
+                raise AssertionError("the plain client was left waiting") from None
+            except (websockets.InvalidMessage, websockets.InvalidHandshake, OSError, EOFError):
+                pass
+            else:
+                raise AssertionError("a plain client connected to the TLS port")
         # An untrusted certificate is refused by a verifying client.
         with pytest.raises(ssl.SSLCertVerificationError):
             await Client.connect(f"wss://127.0.0.1:{port}/ws", ssl=ssl.create_default_context())

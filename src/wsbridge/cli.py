@@ -871,7 +871,7 @@ async def _listen(
 
 @cli.command(
     epilog="\b\nExample:\n"
-    "  wsbridge listen ws://127.0.0.1:8000/ws --channel 'risk:*' --json | jq .data"
+    "  wsbridge listen ws://127.0.0.1:8000/ws --channel risk:alert --json | jq .data"
 )
 @click.argument("url")
 @click.option(

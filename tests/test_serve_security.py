@@ -525,3 +525,30 @@ def test_bad_security_options_fail_before_serving(tmp_path: Path) -> None:
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert SECRET not in result.output  # a secret is never echoed
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_token_of_raw_bytes_is_refused_without_a_traceback(engine: str) -> None:
+    port = free_port()
+    child = start_serve("--port", str(port), "--server", engine, WSBRIDGE_JWT_SECRET=SECRET)
+    request = (
+        b"GET /ws?token=%FF%FE.%00.x HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wsbridge\r\n"
+        b"Authorization: Bearer \xff\xfe\x80.e30.\xc3\r\n\r\n"
+    )
+    try:
+        with anyio.fail_after(scaled(10)):
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            async with stream:
+                await stream.send(request)
+                head = await stream.receive()
+        assert head.startswith(b"HTTP/1.1 401"), head
+        client = await Client.connect(
+            f"ws://127.0.0.1:{port}/ws", **with_token(jwt.encode(claims(), SECRET))
+        )
+        await client.pinged()  # still serving
+        await client.close()
+    finally:
+        assert child.stop() == 0
+    assert "Traceback" not in child.output()

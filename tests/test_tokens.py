@@ -235,3 +235,13 @@ def test_expires_in_reads_a_principals_expiry() -> None:
     remaining = Endpoint.expires_in(Expiring(time.time() + 100))
     assert remaining is not None
     assert 90 < remaining <= 100
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["a.b\udc80.c", "é.e30.x", "a.b", "a.b.c.d.e", "", "eyJhbGciOiJIUzI1NiJ9.e30.\x00"],
+)
+def test_a_token_that_is_not_a_compact_jws_is_malformed(token: str) -> None:
+    with pytest.raises(AuthenticationError) as refused:
+        TokenAuth(secret=SECRET).verify(token)
+    assert refused.value.reason == "malformed token"

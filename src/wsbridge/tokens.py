@@ -33,6 +33,7 @@ Needs the ``jwt`` extra (PyJWT with its ``crypto`` dependencies):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,9 @@ PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 #: The longest token looked at; longer ones are refused before any parsing.
 MAX_TOKEN_LENGTH = 8192
+# A JWS in compact form: three base64url segments. Anything else (non-ASCII bytes from a
+# header, say) is refused before it reaches the JWT library.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*")
 _MAX_LEEWAY = 300.0
 _MIN_SECRET_BYTES = 32
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
@@ -231,9 +235,11 @@ class TokenAuth:
         jwt = self._jwt
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationError("token too long")
+        if _COMPACT_JWS.fullmatch(token) is None:
+            raise AuthenticationError("malformed token")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthenticationError("malformed token") from None
         algorithm = header.get("alg")
         if algorithm not in self.algorithms:
@@ -275,7 +281,7 @@ class TokenAuth:
             raise AuthenticationError("token audience not accepted") from None
         except jwt.InvalidIssuerError:
             raise AuthenticationError("token issuer not accepted") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
             raise AuthenticationError("invalid token") from None
         return self._principal(claims)
 

@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -28,9 +29,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.support.ci import npm_ci, unavailable
 from tests.support.client import Client
 from tests.support.processes import Child, child_env, wsbridge_command
-from tests.support.redis_server import free_port, scaled
+from tests.support.redis_server import TIMEOUT_SCALE_ENV, free_port, scaled
 from tests.support.samples import REFERENCE_EXAMPLES
 
 if TYPE_CHECKING:
@@ -552,3 +554,53 @@ async def test_a_token_of_raw_bytes_is_refused_without_a_traceback(engine: str) 
     finally:
         assert child.stop() == 0
     assert "Traceback" not in child.output()
+
+
+# -- a real browser ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_browser_presents_its_token_as_a_subprotocol(engine: str) -> None:
+    browser_dir = ROOT / "tests" / "browser"
+    node = shutil.which("node")
+    chromium = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
+    if node is None or chromium is None:
+        unavailable("node and Chromium are needed for the browser tests")
+    if not (browser_dir / "node_modules" / "playwright-core").is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            unavailable("npm is needed to install playwright-core")
+        npm_ci(browser_dir, npm, scaled(600))
+    port = free_port()
+    child = start_serve("--port", str(port), "--server", engine, WSBRIDGE_JWT_SECRET=SECRET)
+    token = jwt.encode(claims(), SECRET, algorithm="HS256")
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [node, str(browser_dir / "token.mjs")],
+                cwd=browser_dir,
+                env={
+                    **os.environ,
+                    "WS_URL": f"ws://127.0.0.1:{port}/ws",
+                    "TOKEN": token,
+                    "CHROMIUM_PATH": chromium,
+                    TIMEOUT_SCALE_ENV: str(scaled(1.0)),
+                },
+                capture_output=True,
+                text=True,
+                timeout=scaled(120),
+                check=False,
+            )
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        assert child.stop() == 0
+    assert outcome["token"] == {"protocol": "wsbridge"}
+    for refused in ("wrongToken", "noToken"):
+        assert "error" in outcome[refused], outcome
+    # Offered alone, the token subprotocol cannot be selected, and Chromium fails a
+    # handshake whose offered subprotocols were all declined: offer "wsbridge" too.
+    assert "error" in outcome["tokenAlone"], outcome
+    assert token not in child.output()

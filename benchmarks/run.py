@@ -908,7 +908,7 @@ def versions() -> str:
 
     out = []
     for name in [
-        "wsbridge", "uvicorn", "fastapi", "starlette", "broadcaster", "websockets",
+        "wsbridge-py", "uvicorn", "fastapi", "starlette", "broadcaster", "websockets",
         "redis", "hiredis", "uvloop", "picows",
     ]:  # fmt: skip
         try:

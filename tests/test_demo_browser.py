@@ -68,7 +68,7 @@ def browser_tools() -> tuple[str, str]:
         try:
             __import__(module)
         except ImportError:
-            unavailable(f"the demo needs {module}: install wsbridge[fastapi,server]")
+            unavailable(f"the demo needs {module}: install wsbridge-py[fastapi,server]")
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         unavailable("node and npm are needed for the browser tests")

@@ -21,6 +21,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "wsbridge"
+# The distribution name: "wsbridge" on PyPI is an unrelated project (see the README).
+DISTRIBUTION = "wsbridge-py"
+# Wheel and sdist file names normalise it (PEP 427, PEP 625).
+FILE_PREFIX = "wsbridge_py"
 _FALSE_VALUES = frozenset({"", "0", "false", "no", "off"})
 
 pytestmark = pytest.mark.slow
@@ -80,12 +84,12 @@ def _one(directory: Path, pattern: str) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel(dist: Path) -> Path:
-    return _one(dist, "wsbridge-*.whl")
+    return _one(dist, f"{FILE_PREFIX}-*.whl")
 
 
 @pytest.fixture(scope="module")
 def sdist(dist: Path) -> Path:
-    return _one(dist, "wsbridge-*.tar.gz")
+    return _one(dist, f"{FILE_PREFIX}-*.tar.gz")
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +100,8 @@ def wheel_names(wheel: Path) -> set[str]:
 
 def test_file_names_carry_the_single_sourced_version(wheel: Path, sdist: Path) -> None:
     version = _version()
-    assert wheel.name == f"wsbridge-{version}-py3-none-any.whl"
-    assert sdist.name == f"wsbridge-{version}.tar.gz"
+    assert wheel.name == f"{FILE_PREFIX}-{version}-py3-none-any.whl"
+    assert sdist.name == f"{FILE_PREFIX}-{version}.tar.gz"
 
 
 def test_twine_check_passes(dist: Path) -> None:
@@ -135,17 +139,17 @@ def test_wheel_contains_the_demo_page(wheel_names: set[str]) -> None:
 def test_wheel_holds_only_the_package(wheel_names: set[str]) -> None:
     top_level = {name.split("/", 1)[0] for name in wheel_names}
     version = _version()
-    assert top_level == {"wsbridge", f"wsbridge-{version}.dist-info"}, sorted(top_level)
+    assert top_level == {"wsbridge", f"{FILE_PREFIX}-{version}.dist-info"}, sorted(top_level)
     assert not [name for name in wheel_names if "__pycache__" in name or name.endswith(".pyc")]
 
 
 def test_wheel_metadata(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
-        info = f"wsbridge-{_version()}.dist-info"
+        info = f"{FILE_PREFIX}-{_version()}.dist-info"
         metadata = email.message_from_bytes(archive.read(f"{info}/METADATA"))
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
         names = set(archive.namelist())
-    assert metadata["Name"] == "wsbridge"
+    assert metadata["Name"] == DISTRIBUTION
     assert metadata["Version"] == _version()
     assert metadata["Requires-Python"] == ">=3.10"
     assert metadata["License-Expression"] == "MIT"
@@ -160,7 +164,7 @@ def test_wheel_metadata(wheel: Path) -> None:
 
 
 def test_sdist_contains_the_sources_and_project_files(sdist: Path) -> None:
-    prefix = f"wsbridge-{_version()}/"
+    prefix = f"{FILE_PREFIX}-{_version()}/"
     with tarfile.open(sdist) as archive:
         names = {name.removeprefix(prefix) for name in archive.getnames()}
     for required in (
@@ -195,7 +199,7 @@ def test_sdist_holds_nothing_else(sdist: Path) -> None:
         "docs",
         "examples",
     }
-    prefix = f"wsbridge-{_version()}/"
+    prefix = f"{FILE_PREFIX}-{_version()}/"
     with tarfile.open(sdist) as archive:
         names = [name.removeprefix(prefix) for name in archive.getnames()]
     top_level = {name.split("/", 1)[0] for name in names if name and name != prefix.rstrip("/")}

@@ -30,7 +30,7 @@ try:
     import click
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
     raise SystemExit(
-        "wsbridge: the command line needs click and uvicorn: pip install 'wsbridge[server]'"
+        "wsbridge: the command line needs click and uvicorn: pip install 'wsbridge-py[server]'"
     ) from exc
 
 import anyio
@@ -650,7 +650,7 @@ def serve(
         try:
             import uvicorn
         except ModuleNotFoundError:
-            _fail("--server uvicorn needs uvicorn: pip install 'wsbridge[server]'")
+            _fail("--server uvicorn needs uvicorn: pip install 'wsbridge-py[server]'")
         ws_app = WebSocketApp(endpoint, lifespan=False, path=path)
         app: Any = _HealthApp(ws_app, health_path) if health_path else ws_app
         config = uvicorn.Config(
@@ -669,7 +669,7 @@ def serve(
         _run_async(_run_uvicorn, server, broadcaster, broker_url)
     else:
         if importlib.util.find_spec("websockets") is None:
-            _fail("--server wsbridge needs websockets: pip install 'wsbridge[server]'")
+            _fail("--server wsbridge needs websockets: pip install 'wsbridge-py[server]'")
         _run_async(_run_own, endpoint, host, port, path, banner, tls)
 
 
@@ -708,7 +708,7 @@ def _token_auth(
     if sum(k is not None for k in (secret, public_key, jwks)) > 1:
         _fail("give only one of --jwt-secret, --jwt-public-key and --jwt-jwks", 2)
     if importlib.util.find_spec("jwt") is None:
-        _fail("token authentication needs PyJWT: pip install 'wsbridge[jwt]'")
+        _fail("token authentication needs PyJWT: pip install 'wsbridge-py[jwt]'")
     from wsbridge.tokens import TokenAuth
 
     return TokenAuth(
@@ -1066,7 +1066,7 @@ def demo(
     try:
         from wsbridge.demo import serve as serve_demo
     except ImportError as exc:
-        _fail(f"the demo needs FastAPI and uvicorn: pip install 'wsbridge[all]' ({exc})")
+        _fail(f"the demo needs FastAPI and uvicorn: pip install 'wsbridge-py[all]' ({exc})")
     try:
         serve_demo(
             host=host,

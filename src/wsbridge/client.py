@@ -56,7 +56,7 @@ try:
     from websockets.uri import parse_uri
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "wsbridge.client needs the websockets library: pip install 'wsbridge[client]'"
+        "wsbridge.client needs the websockets library: pip install 'wsbridge-py[client]'"
     ) from exc
 
 __all__ = [

@@ -77,7 +77,7 @@ def backend_from_url(url: str, **options: Any) -> Backend:
             from wsbridge.backends.redis import RedisBackend
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ConfigurationError(
-                "the Redis backend needs redis-py: pip install 'wsbridge[redis]'"
+                "the Redis backend needs redis-py: pip install 'wsbridge-py[redis]'"
             ) from exc
         return RedisBackend(url, **options)
     raise ConfigurationError(

@@ -276,3 +276,24 @@ def test_configuration_errors() -> None:
         Broadcaster("no-scheme")
     with pytest.raises(ConfigurationError):
         Broadcaster(validation="maybe")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis://127.0.0.1:abc/0", "Port could not be cast"),
+        ("redis://127.0.0.1:70000/0", "Port out of range"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout"),
+        ("unix:///tmp/redis.sock?db=first", "db"),
+    ],
+)
+def test_a_malformed_redis_url_is_a_configuration_error(url: str, reason: str) -> None:
+    pytest.importorskip("redis")
+    with pytest.raises(ConfigurationError, match=reason) as caught:
+        Broadcaster(url)
+    assert str(caught.value).startswith("invalid Redis URL: ")
+    assert caught.value.__cause__ is None  # one line, not a chained ValueError
+    # The URL may carry a password: the message does not repeat it.
+    with pytest.raises(ConfigurationError) as caught:
+        Broadcaster("redis://:hunter2@127.0.0.1:abc/0")
+    assert "hunter2" not in str(caught.value)

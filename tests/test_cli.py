@@ -142,6 +142,15 @@ def test_publish_refuses_bad_channels_and_brokers() -> None:
     assert "unknown broker URL scheme" in one_error_line(result.stderr)
 
 
+@pytest.mark.parametrize("command", ["publish", "serve"])
+def test_a_malformed_redis_url_is_one_line(command: str) -> None:
+    args = ["chat:room", "{}"] if command == "publish" else []
+    child = Child(wsbridge_command(command, *args, "--redis", "redis://127.0.0.1:abc/0"))
+    assert child.wait(timeout=30) == 2
+    line = one_error_line("\n".join(child.lines("stderr")))
+    assert "invalid Redis URL: Port could not be cast to integer value as 'abc'" in line
+
+
 def test_serve_and_listen_refuse_bad_options() -> None:
     result = invoke("serve", "--path", "ws")
     assert result.exit_code == 2

@@ -15,13 +15,14 @@ from typing import Any
 
 import anyio
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.exceptions import RedisError, ResponseError
 
 from wsbridge.backends import BrokerMessage
 from wsbridge.exceptions import (
     BrokerClosedError,
     BrokerUnavailableError,
+    ConfigurationError,
     SubscriptionRefusedError,
 )
 
@@ -71,6 +72,13 @@ class RedisBackend:
         command_timeout: float = 5.0,
         **redis_options: Any,
     ) -> None:
+        try:
+            # Parsed now so that a bad port or db fails at construction with one line,
+            # not later inside the broker reader. The URL is not repeated: it may hold a
+            # password.
+            parse_url(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid Redis URL: {exc}") from None
         self._url = url
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout

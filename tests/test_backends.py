@@ -108,6 +108,14 @@ async def test_memory_backend_is_bounded() -> None:
     await backend.close()
 
 
+async def test_health_check_passes_without_any_subscription(backend: Backend) -> None:
+    async with reading(backend):
+        await backend.health_check()
+        # Redis answers in order: once this is confirmed, the PING's answer was read.
+        await backend.subscribe(["health"], [])
+        await backend.health_check()  # the first PING was answered: no "stopped answering"
+
+
 @pytest.mark.redis
 async def test_connect_to_nothing_fails_fast() -> None:
     from tests.support.redis_server import free_port

@@ -296,6 +296,24 @@ async def test_serve_closes_every_client_with_1001_and_exits_0(
     assert "memory:// broker" in child.output()  # the note when no --redis is given
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("engine", ENGINES)
+def test_serve_logs_the_broker_outage_and_its_end(redis_server_factory: Any, engine: str) -> None:
+    server = redis_server_factory()
+    child = start_serve("--redis", server.url, "--port", str(free_port()), "--server", engine)
+    try:
+        server.stop()
+        child.wait_for(r"WARNING: +wsbridge: broker connection lost .*; reconnecting")
+        server.start()
+        restored = child.wait_for(
+            r"WARNING: +wsbridge: broker connection restored after (\d+\.\d) s$", timeout=60
+        )
+        assert float(restored.group(1)) > 0
+    finally:
+        assert child.stop() == 0
+    assert "Traceback" not in child.output()
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_serve_fails_clearly_when_the_broker_is_unreachable(engine: str) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"

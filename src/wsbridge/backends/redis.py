@@ -229,9 +229,14 @@ class RedisBackend:
                 raise BrokerUnavailableError(
                     f"lost the Redis subscription connection: {exc}"
                 ) from exc
-            if not isinstance(reply, list) or not reply:
+            if isinstance(reply, list) and reply:
+                kind = reply[0]
+            elif reply in (b"PONG", "PONG"):
+                # PING on a connection with no subscription gets a plain PONG, not the
+                # subscribed-mode ["pong", ""]: serve with no client yet is such a case.
+                kind = b"pong"
+            else:
                 continue
-            kind = reply[0]
             if kind == b"message":
                 yield BrokerMessage(_text(reply[1]), None, reply[2])
                 continue

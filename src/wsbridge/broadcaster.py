@@ -764,26 +764,26 @@ class Broadcaster:
     # -- the reader and the reconnect loop ------------------------------------------
 
     async def _run(self) -> None:
-        resubscribe = False
+        down_since: float | None = None
         while True:
-            lost = await self._read(resubscribe)
+            lost = await self._read(down_since)
             if lost is None:
                 return
+            down_since = time.monotonic()
             self._connected = False
             self._upstream.clear()
             self._counters.broker_reconnects += 1
             self._notify(protocol.broker_status_frame("down"))
             logger.warning("wsbridge: broker connection lost (%s); reconnecting", lost)
             await self._reconnect()
-            resubscribe = True
 
-    async def _read(self, resubscribe: bool) -> BaseException | None:
+    async def _read(self, down_since: float | None) -> BaseException | None:
         lost: list[BaseException] = []
         async with anyio.create_task_group() as tg:
 
-            async def guard(fn: Any) -> None:
+            async def guard(fn: Any, *args: Any) -> None:
                 try:
-                    await fn()
+                    await fn(*args)
                 except BrokerUnavailableError as exc:
                     lost.append(exc)
                     tg.cancel_scope.cancel()
@@ -801,15 +801,19 @@ class Broadcaster:
                     await anyio.sleep(interval)
                     await self._backend.health_check()
 
-            async def restore() -> None:
+            async def restore(since: float) -> None:
                 await self._sync_upstream()
-                logger.info("wsbridge: broker connection restored")
+                # At the loss's level, so that whoever saw the loss sees its end.
+                logger.warning(
+                    "wsbridge: broker connection restored after %.1f s",
+                    time.monotonic() - since,
+                )
                 self._notify(protocol.broker_status_frame("up"))
 
             tg.start_soon(guard, read)
             tg.start_soon(guard, health)
-            if resubscribe:
-                tg.start_soon(guard, restore)
+            if down_since is not None:
+                tg.start_soon(guard, restore, down_since)
         return lost[0] if lost else None
 
     async def _reconnect(self) -> None:

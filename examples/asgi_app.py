@@ -21,6 +21,7 @@ import uvicorn
 from wsbridge import Broadcaster, BrokerError, Endpoint, EventValidationError, SessionLimits
 from wsbridge.asgi import Receive, Scope, Send, WebSocketApp
 from wsbridge.trading import CHANNELS, registry
+from wsbridge.uvicorn import Server
 
 BROKER_URL = os.environ.get("WSBRIDGE_REDIS_URL", "memory://")
 MAX_BODY = 64 * 1024
@@ -56,10 +57,14 @@ async def record_trade(receive: Receive, send: Send) -> None:
             await respond(send, 413, {"error": "body too large"})
             return
     try:
-        await broadcaster.publish("trade:executed", json.loads(body))
-    except ValueError as exc:  # EventValidationError is a ValueError too
-        fields = exc.fields if isinstance(exc, EventValidationError) else []
-        await respond(send, 422, {"error": str(exc), "fields": fields})
+        trade = json.loads(body)
+    except ValueError:  # not UTF-8, or not JSON
+        await respond(send, 400, {"error": "the body is not JSON"})
+        return
+    try:
+        await broadcaster.publish("trade:executed", trade)
+    except EventValidationError as exc:
+        await respond(send, 422, {"error": str(exc), "fields": exc.fields})
     except BrokerError as exc:
         await respond(send, 503, {"error": str(exc)})
     else:
@@ -77,4 +82,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 if __name__ == "__main__":
     port = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("WSBRIDGE_PORT", "8000"))
     host = os.environ.get("WSBRIDGE_HOST", "127.0.0.1")
-    uvicorn.run(app, host=host, port=port)
+    # wsbridge's Server closes clients with 1001 on SIGTERM or Ctrl+C and exits 0;
+    # plain uvicorn.run closes them with 1012 and ends killed by the signal.
+    Server(uvicorn.Config(app, host=host, port=port), broadcaster).run()

@@ -21,11 +21,15 @@ import os
 import sys
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
 from wsbridge import Broadcaster, BrokerError
 from wsbridge.fastapi import create_router
 from wsbridge.trading import TradeExecuted, registry
+from wsbridge.uvicorn import Server
 
 BROKER_URL = os.environ.get("WSBRIDGE_REDIS_URL", "memory://")
 
@@ -33,6 +37,14 @@ BROKER_URL = os.environ.get("WSBRIDGE_REDIS_URL", "memory://")
 broadcaster = Broadcaster(BROKER_URL, registry=registry)
 app = FastAPI(title="wsbridge FastAPI example", lifespan=broadcaster.lifespan)
 app.include_router(create_router(broadcaster, path="/ws"))
+
+
+@app.exception_handler(RequestValidationError)
+async def not_json(request: Request, exc: RequestValidationError) -> Response:
+    """A body that is not JSON is a 400, as in the other examples; a wrong trade stays 422."""
+    if any(error["type"] == "json_invalid" for error in exc.errors()):
+        return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+    return await request_validation_exception_handler(request, exc)
 
 
 @app.post("/trades", status_code=202)
@@ -48,4 +60,6 @@ async def record_trade(trade: TradeExecuted) -> dict[str, str]:
 if __name__ == "__main__":
     port = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("WSBRIDGE_PORT", "8000"))
     host = os.environ.get("WSBRIDGE_HOST", "127.0.0.1")
-    uvicorn.run(app, host=host, port=port)
+    # wsbridge's Server closes clients with 1001 on SIGTERM or Ctrl+C and exits 0;
+    # plain uvicorn.run closes them with 1012 and ends killed by the signal.
+    Server(uvicorn.Config(app, host=host, port=port), broadcaster).run()

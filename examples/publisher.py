@@ -20,13 +20,14 @@ import contextlib
 import itertools
 import os
 import random
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import anyio
 from pydantic import BaseModel
 
-from wsbridge import Broadcaster
+from wsbridge import Broadcaster, BrokerError, ConfigurationError
 from wsbridge.trading import (
     AlertSeverity,
     OrderStatus,
@@ -124,5 +125,8 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between events")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random walk")
     arguments = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C ends it quietly
-        anyio.run(main, arguments.count, arguments.interval, arguments.seed)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C ends it quietly
+            anyio.run(main, arguments.count, arguments.interval, arguments.seed)
+    except (BrokerError, ConfigurationError) as exc:  # Redis down, or a bad URL: one line
+        sys.exit(f"publisher: {exc}")

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from wsbridge import Broadcaster, BrokerError, EventValidationError
 from wsbridge.starlette import create_route
 from wsbridge.trading import registry
+from wsbridge.uvicorn import Server
 
 BROKER_URL = os.environ.get("WSBRIDGE_REDIS_URL", "memory://")
 
@@ -51,4 +52,6 @@ app = Starlette(
 if __name__ == "__main__":
     port = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("WSBRIDGE_PORT", "8000"))
     host = os.environ.get("WSBRIDGE_HOST", "127.0.0.1")
-    uvicorn.run(app, host=host, port=port)
+    # wsbridge's Server closes clients with 1001 on SIGTERM or Ctrl+C and exits 0;
+    # plain uvicorn.run closes them with 1012 and ends killed by the signal.
+    Server(uvicorn.Config(app, host=host, port=port), broadcaster).run()

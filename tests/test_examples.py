@@ -9,6 +9,7 @@ committed ``wsmessage.d.ts``, which must be what ``wsbridge schema`` generates t
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,41 @@ async def test_publisher_reaches_clients_through_each_example(name: str, redis_u
     assert events[2]["data"]["side"] == "BUY"
     assert events[2]["data"]["entry_time"].endswith("Z")
     assert len(publisher.lines()) == 3  # one line per event published
+
+
+@pytest.mark.parametrize("name", list(FRAMEWORKS))
+async def test_framework_examples_answer_alike(name: str) -> None:
+    """The same status for a body that is not JSON, and the same stop: 1001, then exit 0."""
+    port = free_port()
+    child = await start_example(name, port)
+    try:
+        client = await subscribed_client(port)
+        async with httpx.AsyncClient(timeout=scaled(10)) as http:
+            response = await http.post(
+                f"http://127.0.0.1:{port}/trades",
+                content=b"{not json",
+                headers={"content-type": "application/json"},
+            )
+        assert (response.status_code, response.json()) == (400, {"error": "the body is not JSON"})
+        child.send_signal(signal.SIGTERM)
+        code, _ = await client.closed()  # aiohttp's own shutdown gives no reason
+        assert code == 1001
+        assert await anyio.to_thread.run_sync(child.wait) == 0
+    finally:
+        child.stop()
+    assert "Traceback" not in child.output()
+
+
+def test_publisher_with_redis_down_prints_one_line() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    publisher = Child(
+        [sys.executable, str(EXAMPLES / "publisher.py"), "--count", "1"],
+        env=child_env(WSBRIDGE_REDIS_URL=url),
+    )
+    assert publisher.wait(timeout=30) == 1
+    assert publisher.lines() == []
+    [line] = publisher.lines("stderr")
+    assert line.startswith("publisher: cannot connect to Redis"), line
 
 
 def test_every_example_starts_with_its_run_command() -> None:

@@ -22,7 +22,7 @@ async def authenticate(info: ConnectionInfo) -> dict[str, str] | None:
 
 
 def authorize(principal: dict[str, str], channel: str) -> bool:
-    """Checked for every default channel and for every subscribe request."""
+    """Asked about default and requested channels, patterns, and each channel a pattern reaches."""
     if principal["role"] == "operator":
         return True
     # Everyone else: anything but the approval queue, including through a pattern

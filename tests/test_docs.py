@@ -6,11 +6,20 @@
 * Every application in ``docs/examples`` (included verbatim in the pages) is served with
   its Redis URL replaced by ``memory://``, and a WebSocket client receives an event
   through it; the other examples run, and their printed output matches the page.
+* Every Python block written in README.md or a page runs, or, marked
+  ``<!-- fragment: reason -->`` on the line before it, compiles.
+* What the pages say about the code is checked against it: the names the API reference
+  lists import as it says, every environment variable the command line reads is in the
+  configuration reference, the extras the README lists hold what it says, no page
+  installs the unrelated ``wsbridge`` distribution, and the project URLs agree.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.util
+import inspect
 import os
 import re
 import runpy
@@ -264,7 +273,11 @@ def test_redis_settings_example_builds_its_broadcasters() -> None:
 
 @pytest.mark.slow
 def test_testing_example_passes(tmp_path: Path) -> None:
-    _need("fastapi", "httpx", "hypothesis")
+    _need("fastapi", "httpx2", "hypothesis")
+    page = (DOCS / "howto" / "testing.md").read_text(encoding="utf-8")
+    install = re.search(r"^\$ pip install (.*)$", page, re.MULTILINE)
+    assert install is not None, "the how-to no longer shows its install line"
+    assert "httpx2" in install.group(1).split(), install.group(0)
     result = subprocess.run(
         [
             sys.executable,
@@ -274,8 +287,10 @@ def test_testing_example_passes(tmp_path: Path) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            # As a project with filterwarnings = error runs it: the how-to's packages
+            # must not warn.
             "-W",
-            "ignore:Using `httpx`:UserWarning",
+            "error",
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
@@ -302,3 +317,236 @@ def test_examples_hold_no_machine_specific_paths() -> None:
             text = example.read_text(encoding="utf-8")
             assert "/home/" not in text, example
             assert "/Users/" not in text, example
+
+
+# -- what the pages say, checked against the code -----------------------------------------
+
+PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+SITE = "https://wsbridge-py.github.io/wsbridge/"
+REPOSITORY = "https://github.com/wsbridge-py/wsbridge"
+# A Python block that cannot run on its own says so on the line before it, with the reason.
+_FRAGMENT = re.compile(r"<!-- fragment: (?P<reason>[^>]*?) -->")
+_PYTHON_BLOCK = re.compile(
+    r"^(?P<indent>[ \t]*)```(?:python|py)\b[^\n]*\n(?P<body>.*?)^(?P=indent)```",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def _python_blocks() -> list[Any]:
+    """Every Python block written in a page (not included from a file), as a pytest param."""
+    blocks = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for found in _PYTHON_BLOCK.finditer(text):
+            indent = found.group("indent")
+            body = "\n".join(line.removeprefix(indent) for line in found.group("body").split("\n"))
+            if body.lstrip().startswith("--8<--"):
+                continue  # an included file: the tests above run it
+            line = text.count("\n", 0, found.start()) + 1
+            before = text[: found.start()].rstrip("\n").rsplit("\n", 1)[-1]
+            marker = _FRAGMENT.search(before)
+            reason = None if marker is None else marker.group("reason").strip()
+            where = f"{page.relative_to(ROOT).as_posix()}:{line}"
+            blocks.append(pytest.param(where, body, reason, id=where))
+    return blocks
+
+
+@pytest.mark.parametrize(("where", "body", "fragment"), _python_blocks())
+def test_every_python_block_runs(where: str, body: str, fragment: str | None) -> None:
+    """Blocks run as written (on the memory broker); a fragment is compiled, not run."""
+    if fragment is not None:
+        assert fragment, f"{where}: a fragment must say why it does not run"
+        # Fragments may await at the top level, as they would inside a coroutine.
+        compile(body, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        return
+    _need(*sorted(_imported_roots(body)))
+    source = body.replace("redis://localhost:6379/0", "memory://")
+    namespace: dict[str, Any] = {"__name__": "docs_block"}
+    exec(compile(source, where, "exec"), namespace)
+
+
+def _imported_roots(body: str) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(body)):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            roots.add(node.module)
+    return {name for name in roots if not name.startswith("wsbridge")} | {
+        name for name in roots if name in _OPTIONAL_MODULES
+    }
+
+
+# wsbridge modules that need an extra; the test skips (outside CI) when it is missing.
+_OPTIONAL_MODULES = frozenset(
+    {"wsbridge.fastapi", "wsbridge.starlette", "wsbridge.aiohttp", "wsbridge.client"}
+)
+
+
+def test_the_fragment_marker_is_read() -> None:
+    blocks = {param.values[0]: param.values[2] for param in _python_blocks()}
+    assert blocks, "no Python block found"
+    assert any(reason for reason in blocks.values()), "no fragment found: is the marker read?"
+    assert any(reason is None for reason in blocks.values()), "every block is a fragment"
+
+
+# -- the API reference -------------------------------------------------------------------
+
+API = DOCS / "reference" / "api"
+
+
+def _resolve(dotted: str) -> object:
+    """Import ``a.b.C`` as the API reference names it: a module, or a name in one."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj: object = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and not module_name.startswith(exc.name):
+                pytest.skip(f"{module_name} needs {exc.name}")
+            continue
+        for attribute in parts[split:]:
+            assert hasattr(obj, attribute), f"{dotted}: {attribute!r} not found"
+            obj = getattr(obj, attribute)
+        return obj
+    raise AssertionError(f"{dotted} does not import")
+
+
+def _api_targets(page: Path) -> list[str]:
+    """The dotted names a page's ``:::`` blocks document, members lists included."""
+    targets: list[str] = []
+    current = None
+    in_members = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("::: "):
+            current = line[4:].strip()
+            targets.append(current)
+            in_members = False
+        elif current and line.strip() == "members:":
+            in_members = True
+        elif current and in_members and line.strip().startswith("- "):
+            targets.append(f"{current}.{line.strip()[2:].strip()}")
+        elif not line.startswith(" "):
+            current, in_members = None, False
+    return targets
+
+
+@pytest.mark.parametrize("page", sorted(API.glob("*.md")), ids=lambda p: p.name)
+def test_every_name_the_api_reference_lists_imports(page: Path) -> None:
+    targets = _api_targets(page)
+    assert targets, f"{page.name} documents nothing"
+    for target in targets:
+        _resolve(target)
+    # Every "from wsbridge... import ..." the page shows works.
+    for statement in re.findall(r"`(from wsbridge[\w.]* import [\w, ]+)`", page.read_text()):
+        exec(statement, {})
+
+
+def test_the_core_reference_names_what_the_package_root_lacks() -> None:
+    import wsbridge
+
+    page = API / "core.md"
+    text = page.read_text(encoding="utf-8")
+    intro = text.split("\n## ", 1)[0]
+    named = set(re.findall(r"`(\w+)`", intro))
+    for target in _api_targets(page):
+        name = target.rsplit(".", 1)[-1]
+        if inspect.ismodule(_resolve(target)):
+            continue
+        if name not in wsbridge.__all__:
+            assert name in named, f"{name} does not import from wsbridge; the page must say so"
+        else:
+            assert getattr(wsbridge, name) is _resolve(target)
+
+
+# -- configuration, extras, install lines --------------------------------------------------
+
+
+def test_every_environment_variable_is_in_the_configuration_reference() -> None:
+    _need("click")
+    from wsbridge.cli import cli
+
+    page = (DOCS / "reference" / "configuration.md").read_text(encoding="utf-8")
+    rows = {
+        found.group(1): found.group(0)
+        for found in re.finditer(r"^\| `([A-Z][A-Z0-9_]+)` \|.*$", page, re.MULTILINE)
+    }
+    read = []
+    for name, command in cli.commands.items():
+        for param in command.params:
+            variables = getattr(param, "envvar", None)
+            for variable in [variables] if isinstance(variables, str) else variables or []:
+                read.append((name, param.opts[-1], variable))
+    assert read, "the CLI reads no environment variable?"
+    for command_name, option, variable in read:
+        assert variable in rows, f"{variable} ({command_name} {option}) is not documented"
+        assert f"`{option}`" in rows[variable], f"{variable}: its row does not name {option}"
+        assert f"`{command_name}`" in rows[variable], f"{variable}: {command_name} not named"
+    # Variables read anywhere else in the package (the demo's) are documented too.
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src").rglob("*.py"))
+    for variable in set(re.findall(r"\bWSBRIDGE_[A-Z0-9_]+\b", source)):
+        assert variable in rows, f"{variable} is read by the package but not documented"
+
+
+def _pyproject_extras() -> dict[str, list[str]]:
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["name"] == "wsbridge-py"
+    extras: dict[str, list[str]] = project["optional-dependencies"]
+    return extras
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; @]", requirement, maxsplit=1)[0].lower()
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_every_extra_named_holds_what_the_page_says(page: str) -> None:
+    extras = _pyproject_extras()
+    text = (ROOT / page).read_text(encoding="utf-8")
+    table = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", text, re.MULTILINE)
+    assert table, f"{page} has no table of extras"
+    shown = dict(table)
+    assert set(shown) == set(extras) - {"test", "docs", "dev"}, "the table lists other extras"
+    for extra, installs in shown.items():
+        if extra == "all":
+            continue
+        named = {_requirement_name(r) for r in extras[extra]}
+        listed = {word.lower() for word in re.findall(r"[\w-]+", installs.split("(")[0])}
+        assert named == listed - {"with", "hiredis"}, f"{page}: `{extra}` holds {named}"
+    # "every extra above except ...": exactly the extras that `all` pulls in.
+    excluded = set(re.findall(r"`(\w+)`", shown["all"].split("except", 1)[-1]))
+    [self_reference] = extras["all"]
+    held = set(re.search(r"\[(.*)\]", self_reference).group(1).split(","))  # type: ignore[union-attr]
+    assert held == set(shown) - {"all"} - excluded, f"`all` holds {sorted(held)}"
+
+
+def test_no_page_installs_the_unrelated_wsbridge_distribution() -> None:
+    files = [*PAGES, *(ROOT / "src").rglob("*.py"), *(ROOT / "examples").rglob("*.py")]
+    for path in [*files, ROOT / "RELEASING.md", ROOT / "SECURITY.md", ROOT / "CHANGELOG.md"]:
+        text = path.read_text(encoding="utf-8")
+        for found in re.finditer(r"pip install ([^\n`&|;]*)", text):
+            for argument in found.group(1).split():
+                name = re.split(r"[\[<>=!~@]", argument.strip("\"'"), maxsplit=1)[0]
+                assert name.lower() != "wsbridge", f"{path.relative_to(ROOT)}: {found.group(0)}"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f'pip install "wsbridge-py[all] @ git+{REPOSITORY}"' in readme
+
+
+def test_project_urls_and_documentation_links_agree() -> None:
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
+    assert urls["Documentation"] == SITE
+    assert urls["Homepage"] == REPOSITORY
+    assert all(url.startswith((REPOSITORY, SITE)) for url in urls.values()), urls
+    mkdocs = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert f"site_url: {SITE}\n" in mkdocs
+    assert f"repo_url: {REPOSITORY}\n" in mkdocs
+    # The README sends readers to the built site; each link names a page that exists.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(rf"\]\({re.escape(SITE)}([^)#]*)\)", readme)
+    assert len(links) > 20, links
+    for link in links:
+        stem = link.rstrip("/")
+        assert (DOCS / f"{stem}.md").is_file() or (DOCS / stem / "index.md").is_file(), link

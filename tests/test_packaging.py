@@ -4,13 +4,18 @@ Builds with ``python -m build`` into a temporary directory (the wheel is built f
 sdist, so a file missing from the sdist fails here too). Skipped when ``build`` (or
 ``twine``) is not installed, unless the ``CI`` environment variable is set: then it fails,
 so CI never passes by skipping.
+
+The release workflow (``.github/workflows/release.yml``) parses, runs the jobs RELEASING.md
+describes in that order, and publishes with trusted publishing, no stored token.
 """
 
 from __future__ import annotations
 
 import email
 import importlib.util
+import itertools
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -206,3 +211,91 @@ def test_sdist_holds_nothing_else(sdist: Path) -> None:
     assert top_level <= allowed, f"unexpected files in the sdist: {sorted(top_level - allowed)}"
     stray = [name for name in names if "node_modules" in name or "__pycache__" in name]
     assert not stray, f"build debris in the sdist: {stray[:5]}"
+
+
+# -- the release workflow ------------------------------------------------------------------
+
+WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
+
+
+def _workflow() -> dict[str, object]:
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    assert isinstance(workflow, dict)
+    return workflow
+
+
+def _steps(job: object) -> list[dict[str, object]]:
+    assert isinstance(job, dict)
+    steps = job["steps"]
+    assert isinstance(steps, list)
+    return steps
+
+
+def _commands(job: object) -> str:
+    return "\n".join(str(step.get("run", "")) for step in _steps(job))
+
+
+def _actions(job: object) -> list[str]:
+    return [str(step["uses"]) for step in _steps(job) if "uses" in step]
+
+
+def test_release_workflow_runs_on_a_version_tag() -> None:
+    workflow = _workflow()
+    # YAML 1.1 reads the key "on" as the boolean True.
+    trigger = workflow.get("on", workflow.get(True))
+    assert trigger == {"push": {"tags": ["v*"]}}
+    assert workflow["permissions"] == {"contents": "read"}
+
+
+def test_release_workflow_names_the_jobs_releasing_md_describes() -> None:
+    jobs = _workflow()["jobs"]
+    assert isinstance(jobs, dict)
+    described = re.findall(r"^- \*\*`([\w-]+)`\*\*:", (ROOT / "RELEASING.md").read_text(), re.M)
+    assert described == list(jobs), "RELEASING.md and the workflow list different jobs"
+    # Each job waits for the one before it: nothing is published untested.
+    for before, job in itertools.pairwise(jobs):
+        needs = jobs[job]["needs"]
+        assert before in ([needs] if isinstance(needs, str) else needs), f"{job} needs {before}"
+
+
+def test_release_workflow_builds_checks_and_tests_the_wheel() -> None:
+    jobs = _workflow()["jobs"]
+    assert isinstance(jobs, dict)
+    build = _commands(jobs["build"])
+    assert "python -m build" in build
+    assert "twine check --strict dist/*" in build
+    assert '"v${version}"' in build  # the tag must match the single-sourced version
+    test = _commands(jobs["test-wheel"])
+    assert "python -m venv /tmp/release-venv" in test
+    assert '"$(ls dist/*.whl)[test]"' in test
+    assert "/tmp/release-venv/bin/python -m pytest" in test
+    assert "actions/download-artifact@v4" in _actions(jobs["test-wheel"])
+
+
+def test_release_workflow_publishes_with_trusted_publishing_and_no_token() -> None:
+    jobs = _workflow()["jobs"]
+    assert isinstance(jobs, dict)
+    publish = jobs["publish-pypi"]
+    assert publish["permissions"] == {"id-token": "write"}
+    assert publish["environment"]["name"] == "pypi"
+    assert "pypa/gh-action-pypi-publish@release/v1" in _actions(publish)
+    for step in _steps(publish):
+        assert "with" not in step or "password" not in step["with"], step
+    text = WORKFLOW.read_text(encoding="utf-8")
+    assert "secrets." not in text, "the workflow must not use a stored secret"
+
+
+def test_release_workflow_publishes_the_documentation_site() -> None:
+    jobs = _workflow()["jobs"]
+    assert isinstance(jobs, dict)
+    docs = jobs["publish-docs"]
+    assert docs["permissions"] == {"pages": "write", "id-token": "write"}
+    assert "mkdocs build --strict" in _commands(docs)
+    assert "-r docs/requirements.txt" in _commands(docs)
+    actions = _actions(docs)
+    assert "actions/upload-pages-artifact@v3" in actions
+    assert "actions/deploy-pages@v4" in actions
+    site_url = re.search(r"^site_url: (\S+)$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    assert site_url is not None
+    assert site_url.group(1) in (ROOT / "RELEASING.md").read_text(encoding="utf-8")

@@ -1,12 +1,13 @@
 """The ``wsbridge`` command line: ``serve``, ``publish``, ``listen``, ``schema`` and ``demo``.
 
-``wsbridge serve`` runs a standalone bridge (Redis to WebSocket) on uvicorn, ``publish``
-sends one validated event, ``listen`` prints the events of an endpoint, ``schema`` exports
-the trading registry, and ``demo`` runs the trading dashboard. ``wsbridge --help`` and
+``wsbridge serve`` runs a standalone bridge (Redis to WebSocket) on wsbridge's own server
+(``wsbridge.server``), or on uvicorn with ``--server uvicorn``; ``publish`` sends one
+validated event, ``listen`` prints the events of an endpoint, ``schema`` exports the
+trading registry, and ``demo`` runs the trading dashboard. ``wsbridge --help`` and
 ``wsbridge COMMAND --help`` describe every option; ``docs/cli.md`` too.
 
-Needs the ``server`` extra (click and uvicorn); ``listen`` also needs ``websockets``
-(the ``client`` extra). Run as ``wsbridge ...`` or ``python -m wsbridge ...``.
+Needs the ``server`` extra (click, uvicorn and websockets). Run as ``wsbridge ...`` or
+``python -m wsbridge ...``.
 """
 
 from __future__ import annotations

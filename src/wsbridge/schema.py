@@ -9,7 +9,7 @@ is given the registry it serves and asks it three things:
 * :meth:`Registry.check` validates a message another process published, returning the error
   instead of raising, so the broadcaster can apply its policy for invalid messages;
 * :meth:`Registry.kind_for` tells whether a channel carries ``state`` (may be conflated for a
-  slow client) or ``event`` messages (never dropped silently).
+  slow client) or ``event`` messages (never conflated).
 
 Channels without a schema are allowed: their messages are forwarded as any JSON value.
 
@@ -71,7 +71,8 @@ class DeliveryKind(str, Enum):
     only the newest one matters, so pending messages may be conflated for a slow client.
 
     ``EVENT``: each message is something that happened (a fill, an alert); it is never
-    dropped silently. A client that cannot keep up is disconnected instead.
+    conflated. A client that cannot keep up is disconnected instead, unless its endpoint
+    uses ``overflow="drop"``, which drops messages without telling the client.
     """
 
     STATE = "state"

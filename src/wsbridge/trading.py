@@ -3,7 +3,7 @@
 :data:`registry` maps each channel of the reference document's WebSocket events to a
 pydantic model, field by field as its example payloads show. ``portfolio:update`` is a
 ``state`` channel (each message is a whole snapshot, so a slow client may skip to the newest);
-the nine others are ``event`` channels, never dropped silently.
+the nine others are ``event`` channels, never conflated.
 
 Decisions that the reference leaves open (``docs/schemas.md`` explains them at length):
 

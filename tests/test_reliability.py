@@ -113,6 +113,58 @@ async def test_a_stalled_client_delays_no_one_and_is_disconnected(
         await close_all(readers)
 
 
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.parametrize("factory", FACTORIES)
+async def test_the_drop_policy_drops_silently_and_keeps_the_client(
+    redis_url: str, factory: str
+) -> None:
+    """overflow="drop" through real sockets and Redis: counted, not told, not disconnected."""
+    channel = f"drop:{uuid.uuid4().hex[:6]}"
+    config = {
+        "broker": redis_url,
+        "channels": [channel],
+        "max_buffer_messages": 50,
+        "overflow": "drop",
+    }
+    with AppProcess(factory, config) as proc:
+        stalled = await asyncio.to_thread(StalledClient, proc.port)
+        reader = await Client.connect(proc.url)
+        await reader.pinged()
+        await wait_stats(proc, "connections", 2)
+        # More than the kernel's socket buffers hold (the server's grow to a few MB).
+        n, pad = 6000, "x" * 950
+        publisher = aioredis.from_url(redis_url)
+        try:
+            for start in range(0, n, 10):
+                async with publisher.pipeline(transaction=False) as pipe:
+                    for seq in range(start, start + 10):
+                        pipe.publish(channel, json.dumps({"seq": seq, "pad": pad}))
+                    await pipe.execute()
+                # The reader keeps up, never more than 10 behind: only the stalled
+                # client's outbox overflows.
+                for seq in range(start, start + 10):
+                    assert (await reader.recv(timeout=30))["data"]["seq"] == seq
+        finally:
+            await publisher.aclose()
+        stats = await stats_of(proc)
+        assert stats["dropped"] > 0
+        assert stats["per_channel"][channel]["dropped"] == stats["dropped"]
+        assert stats["slow_consumer_disconnects"] == 0
+        assert stats["connections"] == 2  # the stalled client is still connected
+        await reader.close()
+        proc.stop()
+        frames, code = await asyncio.to_thread(stalled.drain)
+        stalled.close()
+    assert code != 4008
+    received = [json.loads(frame) for frame in frames]
+    # Nothing told the client: it got events only, in order, fewer than were published.
+    assert all("type" not in frame for frame in received), received[:3]
+    seqs = [frame["data"]["seq"] for frame in received]
+    assert seqs == sorted(seqs)
+    assert len(seqs) < n
+
+
 @pytest.mark.parametrize("factory", FACTORIES)
 @pytest.mark.parametrize("how", ["fin", "rst"])
 async def test_a_client_that_vanishes_is_cleaned_up(how: str, factory: str) -> None:

@@ -19,6 +19,7 @@ def _endpoint(config: dict[str, Any]) -> Endpoint:
         max_buffer_bytes=config.get("max_buffer_bytes", 4 * 1024 * 1024),
         idle_timeout=config.get("idle_timeout", 75.0),
         allow=config.get("allow"),
+        overflow=config.get("overflow", "disconnect"),
     )
 
 

@@ -159,6 +159,21 @@ def test_tutorial_page_and_publish_route(client_class: Any) -> None:
         assert http.post("/publish/portfolio:update", json=update).status_code == 204
         frame = ws.receive_json()
         assert frame == {"channel": "portfolio:update", "data": update}
+        # Step 6: the endpoint allows news:*, and nothing else beyond the registry.
+        ws.send_json({"type": "unsubscribe", "channels": ["portfolio:update"], "id": 1})
+        ws.send_json({"type": "subscribe", "channels": ["news:*"], "id": 2})
+        assert ws.receive_json() == {
+            "type": "unsubscribed",
+            "channels": ["portfolio:update"],
+            "id": 1,
+        }
+        assert ws.receive_json() == {"type": "subscribed", "channels": ["news:*"], "id": 2}
+        ws.send_json({"type": "subscribe", "channels": ["chat:*"], "id": 3})
+        assert ws.receive_json()["code"] == "forbidden"
+        assert ws.receive_json() == {"type": "subscribed", "channels": [], "id": 3}
+        headline = {"headline": "Fed holds rates"}
+        assert http.post("/publish/news:markets", json=headline).status_code == 204
+        assert ws.receive_json() == {"channel": "news:markets", "data": headline}
 
 
 def test_fastapi_example_extra_routes(client_class: Any) -> None:

@@ -27,7 +27,7 @@ checked with ``leeway`` seconds of clock skew (at most 300); ``aud`` and ``iss``
 configured.
 
 Needs the ``jwt`` extra (PyJWT with its ``crypto`` dependencies):
-``pip install "wsbridge[jwt]"``.
+``pip install "wsbridge-py[jwt]"``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _require_jwt() -> Any:
         import jwt
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
         raise ConfigurationError(
-            'token authentication needs PyJWT: pip install "wsbridge[jwt]"'
+            'token authentication needs PyJWT: pip install "wsbridge-py[jwt]"'
         ) from exc
     return jwt
 

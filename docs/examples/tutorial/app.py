@@ -6,7 +6,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 
-from wsbridge import Broadcaster, EventValidationError
+from wsbridge import Broadcaster, Endpoint, EventValidationError
 from wsbridge.fastapi import create_router
 from wsbridge.trading import registry
 
@@ -15,7 +15,9 @@ from wsbridge.trading import registry
 broadcaster = Broadcaster(os.environ.get("BROKER_URL", "memory://"), registry=registry)
 
 app = FastAPI(lifespan=broadcaster.lifespan)
-app.include_router(create_router(broadcaster, path="/ws"))
+# Clients get the registry's channels, and may also subscribe to any news:... channel.
+endpoint = Endpoint(broadcaster, allow=["news:*"])
+app.include_router(create_router(endpoint, path="/ws"))
 
 PAGE = Path(__file__).with_name("index.html")
 

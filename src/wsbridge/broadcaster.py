@@ -108,6 +108,8 @@ class Stats:
     broker_reconnects: int = 0
     validation_failures: int = 0
     subscriptions_refused: int = 0
+    payloads_too_large: int = 0
+    dispatch_errors: int = 0
     broker_connected: bool = False
     per_channel: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -117,9 +119,11 @@ class _Counters:
         "broker_reconnects",
         "bytes_out",
         "conflated",
+        "dispatch_errors",
         "dropped",
         "messages_in",
         "messages_out",
+        "payloads_too_large",
         "per_channel",
         "slow_consumer_disconnects",
         "subscriptions_refused",
@@ -136,6 +140,8 @@ class _Counters:
         self.broker_reconnects = 0
         self.validation_failures = 0
         self.subscriptions_refused = 0
+        self.payloads_too_large = 0
+        self.dispatch_errors = 0
         self.per_channel: dict[str, dict[str, int]] = {}
 
     def bump(self, channel: str, name: str, n: int = 1) -> None:
@@ -402,6 +408,10 @@ class Subscriber:
 ValidationPolicy = Literal["forward", "drop", "off"]
 
 
+def _size(data: bytes | str) -> int:
+    return len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+
+
 class Broadcaster:
     """Owns one broker connection per process and fans its messages out to subscribers.
 
@@ -412,6 +422,12 @@ class Broadcaster:
     process published it): ``"forward"`` it unchanged (the default, as the reference
     system does), ``"drop"`` it, or ``"off"`` to skip the check. Either way failures are
     counted, and logged at most once per ``log_interval`` seconds per channel.
+
+    A broker message is hostile input too. One larger than ``max_payload_bytes`` (``None``:
+    no limit) is dropped; one that is not JSON, or is nested deeper than
+    :data:`~wsbridge.protocol.MAX_DEPTH`, is forwarded as ``{"raw": "<text>"}``. Any error
+    while delivering one message skips that message only. Drops and errors are counted
+    in :meth:`stats` and logged as one line, at most once per ``log_interval`` seconds.
 
     Use it as an async context manager, or pass :meth:`lifespan` to an ASGI framework.
     """
@@ -427,6 +443,7 @@ class Broadcaster:
         health_check_interval: float = 10.0,
         shutdown_timeout: float = 5.0,
         log_interval: float = 60.0,
+        max_payload_bytes: int | None = 1024 * 1024,
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(broker, str):
@@ -441,6 +458,9 @@ class Broadcaster:
             raise ConfigurationError("validation must be 'forward', 'drop' or 'off'")
         if not 0 < reconnect_delay <= max_reconnect_delay:
             raise ConfigurationError("need 0 < reconnect_delay <= max_reconnect_delay")
+        if max_payload_bytes is not None and max_payload_bytes < 1:
+            raise ConfigurationError("max_payload_bytes must be positive or None")
+        self._max_payload = max_payload_bytes
         self.registry = registry if registry is not None else Registry()
         self._validation = validation
         self._reconnect_delay = reconnect_delay
@@ -711,8 +731,20 @@ class Broadcaster:
         return kind
 
     def _frame(self, message: BrokerMessage) -> Frame | None:
-        value, payload_json = protocol.decode_payload(message.data)
         channel = message.channel
+        data = message.data
+        limit = self._max_payload
+        if limit is not None and len(data) > limit // 4 and _size(data) > limit:
+            self._counters.payloads_too_large += 1
+            self._log_limited(
+                "payload-too-large",
+                "wsbridge: dropped a %d-byte message on %r: larger than max_payload_bytes=%d",
+                _size(data),
+                channel[:200],
+                limit,
+            )
+            return None
+        value, payload_json = protocol.decode_payload(data)
         if self._validation != "off":
             error = self.registry.check(channel, value)
             if error is not None:
@@ -752,6 +784,17 @@ class Broadcaster:
             for subscriber in targets:
                 subscriber.push(frame)
 
+    def _dispatch_failed(self, message: BrokerMessage, exc: Exception) -> None:
+        self._counters.dispatch_errors += 1
+        self._log_limited(
+            "dispatch-error",
+            "wsbridge: skipped a message on %r that could not be delivered: %s: %.200s",
+            message.channel[:200],
+            type(exc).__name__,
+            exc,
+        )
+        logger.debug("wsbridge: the message that could not be delivered", exc_info=exc)
+
     def _log_limited(self, key: str, msg: str, *args: object) -> None:
         now = time.monotonic()
         last = self._last_log.get(key)
@@ -790,7 +833,11 @@ class Broadcaster:
 
             async def read() -> None:
                 async for message in self._backend.messages():
-                    self._dispatch(message)
+                    try:
+                        self._dispatch(message)
+                    except Exception as exc:
+                        # One message must never stop the reader, whatever it holds.
+                        self._dispatch_failed(message, exc)
                 tg.cancel_scope.cancel()
 
             async def health() -> None:
@@ -852,6 +899,8 @@ class Broadcaster:
             broker_reconnects=c.broker_reconnects,
             validation_failures=c.validation_failures,
             subscriptions_refused=c.subscriptions_refused,
+            payloads_too_large=c.payloads_too_large,
+            dispatch_errors=c.dispatch_errors,
             broker_connected=self._connected,
             per_channel={k: dict(v) for k, v in c.per_channel.items()},
         )

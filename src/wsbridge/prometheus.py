@@ -33,6 +33,8 @@ _COUNTERS = (
     ("broker_reconnects", "Times the broker connection was lost and re-established"),
     ("validation_failures", "Broker messages that failed their channel's schema"),
     ("subscriptions_refused", "Subscriptions the broker refused (an ACL denial, say)"),
+    ("payloads_too_large", "Broker messages dropped for exceeding max_payload_bytes"),
+    ("dispatch_errors", "Broker messages skipped after an error while delivering them"),
 )
 _PER_CHANNEL = ("conflated", "dropped", "validation_failures")
 

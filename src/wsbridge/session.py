@@ -185,7 +185,7 @@ class Session:
         if not self._spend(now):
             return self._close(protocol.CLOSE_POLICY_VIOLATION, "too many messages")
         try:
-            frame = json.loads(text)
+            frame = protocol.loads(text)
         except ValueError:
             return [_error(ErrorCode.INVALID_JSON, "frame is not valid JSON")]
         if not isinstance(frame, dict):

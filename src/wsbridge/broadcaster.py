@@ -48,6 +48,8 @@ _MAX_NAME = 4096
 # How long a name the broker refused is refused again without asking: a connect storm
 # must not cost the broker a refused SUBSCRIBE (and a retry per name) per client.
 _REFUSAL_MEMORY = 10.0
+# How long a subscription made while the broker is away waits for the reconnection.
+_RESTORE_WAIT = 5.0
 
 
 class OverflowPolicy(str, Enum):
@@ -483,6 +485,7 @@ class Broadcaster:
         self._running = False
         self._connected = False
         self._idle = anyio.Event()
+        self._restored = anyio.Event()  # set while no reconnect is under way
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -502,6 +505,8 @@ class Broadcaster:
         # Created here, in the event loop that runs the broadcaster.
         self._upstream_lock = anyio.Lock()
         self._idle = anyio.Event()
+        self._restored = anyio.Event()
+        self._restored.set()
         await self._backend.connect()
         self._connected = True
         self._upstream.clear()
@@ -606,7 +611,7 @@ class Broadcaster:
             else:
                 subscriber._channels.add(channel)
             self._routes.setdefault(channel, {})[subscriber] = None
-        await self._sync_upstream()
+        await self._sync_upstream(wait_for_broker=True)
         if refusals:
             # A refusal in this round took the name off the subscriber's own list too.
             for ch in channels:
@@ -642,9 +647,15 @@ class Broadcaster:
                 if not route:
                     del self._routes[key]
 
-    async def _sync_upstream(self) -> None:
+    async def _sync_upstream(self, *, wait_for_broker: bool = False) -> None:
         # Serialised: concurrent first subscriptions to one channel issue one SUBSCRIBE,
         # and every caller returns only once the broker holds what the routes need.
+        if wait_for_broker and not self._connected:
+            # The reconnect resubscribes every route, this one included. Wait for it
+            # (bounded): a subscription acknowledged before the broker holds it would
+            # silently miss the events published in between.
+            with anyio.move_on_after(_RESTORE_WAIT):
+                await self._restored.wait()
         async with self._upstream_lock:
             if not self._connected:
                 return  # the reconnect resubscribes everything
@@ -814,6 +825,7 @@ class Broadcaster:
                 return
             down_since = time.monotonic()
             self._connected = False
+            self._restored = anyio.Event()
             self._upstream.clear()
             self._counters.broker_reconnects += 1
             self._notify(protocol.broker_status_frame("down"))
@@ -850,6 +862,7 @@ class Broadcaster:
 
             async def restore(since: float) -> None:
                 await self._sync_upstream()
+                self._restored.set()
                 # At the loss's level, so that whoever saw the loss sees its end.
                 logger.warning(
                     "wsbridge: broker connection restored after %.1f s",

@@ -186,6 +186,7 @@ class _Connection(asyncio.Protocol):
         "close_timer",
         "dirty",
         "expiry",
+        "fragments",
         "last_seen",
         "ops",
         "paused",
@@ -211,6 +212,9 @@ class _Connection(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.close_timer: asyncio.TimerHandle | None = None
         self.expiry: asyncio.TimerHandle | None = None
+        # A fragmented message so far: its opcode and its parts (websockets bounds the
+        # total by max_size).
+        self.fragments: tuple[Opcode, list[bytes]] | None = None
         assert server._loop is not None
         self.last_seen = server._loop.time()
 
@@ -336,11 +340,31 @@ class _Connection(asyncio.Protocol):
         if session is None or self.subscriber is None:
             return
         assert self.server._loop is not None
+        opcode = frame.opcode
+        data = bytes(frame.data)
+        if opcode is Opcode.CONT or not frame.fin:
+            if opcode is not Opcode.CONT:
+                self.fragments = (opcode, [data])
+                return
+            if self.fragments is None:  # pragma: no cover - websockets refuses this
+                return
+            self.fragments[1].append(data)
+            if not frame.fin:
+                return
+            opcode, parts = self.fragments
+            self.fragments = None
+            data = b"".join(parts)
         now = self.server._loop.time()
-        if frame.opcode is Opcode.TEXT:
-            commands = session.receive_text(bytes(frame.data).decode("utf-8", "replace"), now)
-        elif frame.opcode is Opcode.BINARY:
-            commands = session.receive_bytes(bytes(frame.data), now)
+        if opcode is Opcode.TEXT:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                # RFC 6455: a text message that is not UTF-8 fails the connection.
+                self.subscriber.close(protocol.CLOSE_INVALID_DATA, "invalid UTF-8")
+                return
+            commands = session.receive_text(text, now)
+        elif opcode is Opcode.BINARY:
+            commands = session.receive_bytes(data, now)
         else:
             return  # ping, pong and close are answered by the websockets protocol
         if self.worker is None and not any(
@@ -410,10 +434,26 @@ class _Connection(asyncio.Protocol):
                 transport.write_eof()
         if self.ws.close_expected() and self.close_timer is None and self.server._loop is not None:
             self.close_timer = self.server._loop.call_later(
-                self.server.close_timeout, transport.abort
+                self.server.close_timeout, self._close_timed_out
             )
         if self.ws.state is State.CLOSED:
             transport.close()
+
+    def _close_timed_out(self) -> None:
+        transport = self.transport
+        loop = self.server._loop
+        if transport is None or loop is None:
+            return
+        if transport.is_closing() or not transport.get_write_buffer_size():
+            transport.abort()
+            return
+        # The client stopped reading before our close frame reached its socket (a slow
+        # consumer, say). Aborting now would drop the close frame and cut a frame in
+        # half: close gracefully instead, so that what is buffered, the close frame
+        # last, is still delivered if the client reads again within the idle timeout.
+        transport.close()
+        grace = max(self.server.endpoint.idle_timeout or 0.0, self.server.close_timeout)
+        self.close_timer = loop.call_later(grace, transport.abort)
 
     def _on_subscriber_closed(self) -> None:
         subscriber = self.subscriber

@@ -263,7 +263,7 @@ class _HealthApp:
 
 
 def _uvicorn_server(
-    config: uvicorn.Config, broadcaster: Broadcaster, banner: Callable[[int], str]
+    config: uvicorn.Config, endpoint: Endpoint, banner: Callable[[int], str]
 ) -> uvicorn.Server:
     """Wsbridge's graceful uvicorn server (1001 to every client, exit 0), with a banner."""
     from wsbridge.uvicorn import Server
@@ -275,7 +275,7 @@ def _uvicorn_server(
                 bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else 0
                 click.echo(banner(bound), err=True)
 
-    return BridgeServer(config, broadcaster, drain_timeout=_DRAIN_SECONDS)
+    return BridgeServer(config, endpoint, drain_timeout=_DRAIN_SECONDS)
 
 
 async def _run_uvicorn(server: uvicorn.Server, broadcaster: Broadcaster, broker: str) -> None:
@@ -666,7 +666,7 @@ def serve(
             ssl_keyfile=keyfile,
         )
         _redact_logs("uvicorn", "uvicorn.error", "uvicorn.access")
-        server = _uvicorn_server(config, broadcaster, banner)
+        server = _uvicorn_server(config, endpoint, banner)
         _run_async(_run_uvicorn, server, broadcaster, broker_url)
     else:
         if importlib.util.find_spec("websockets") is None:

@@ -8,7 +8,10 @@ with 1001 first, lets them answer the close frame, and exits with status 0::
     import uvicorn
     from wsbridge.uvicorn import Server
 
-    Server(uvicorn.Config(app, port=8000), broadcaster).run()
+    Server(uvicorn.Config(app, port=8000), endpoint).run()
+
+It also sets uvicorn's ``ws_max_size`` (16 MiB by default) to the endpoint's frame limit,
+so that uvicorn refuses an oversized client frame (1009) before buffering it.
 """
 
 from __future__ import annotations
@@ -22,21 +25,44 @@ import uvicorn
 
 from wsbridge import protocol
 from wsbridge.broadcaster import Broadcaster
+from wsbridge.endpoint import Endpoint
+from wsbridge.session import SessionLimits
 
 __all__ = ["Server"]
 
+# uvicorn's own default: a config that still has it was not set by the application.
+_UVICORN_WS_MAX_SIZE = 16 * 1024 * 1024
+
 
 class Server(uvicorn.Server):
-    """A ``uvicorn.Server`` whose shutdown closes ``broadcaster``'s clients with 1001 first.
+    """A ``uvicorn.Server`` whose shutdown closes the broadcaster's clients with 1001 first.
 
+    ``target`` is the :class:`~wsbridge.Endpoint` served, or its broadcaster.
     ``drain_timeout`` bounds the wait for clients to answer the close frame.
+
+    Unless the config sets ``ws_max_size`` itself, it is lowered from uvicorn's 16 MiB to
+    the endpoint's ``limits.max_frame_bytes`` (given a broadcaster: the default limit,
+    64 KiB), so that a larger client frame is refused with 1009 as it arrives instead of
+    being buffered whole first. Serving endpoints with a larger limit, give the broadcaster
+    and set ``ws_max_size`` in the config.
     """
 
     def __init__(
-        self, config: uvicorn.Config, broadcaster: Broadcaster, *, drain_timeout: float = 2.0
+        self,
+        config: uvicorn.Config,
+        target: Endpoint | Broadcaster,
+        *,
+        drain_timeout: float = 2.0,
     ) -> None:
         super().__init__(config)
-        self.broadcaster = broadcaster
+        if isinstance(target, Endpoint):
+            self.broadcaster = target.broadcaster
+            limit = target.limits.max_frame_bytes
+        else:
+            self.broadcaster = target
+            limit = SessionLimits().max_frame_bytes
+        if config.ws_max_size == _UVICORN_WS_MAX_SIZE:
+            config.ws_max_size = limit
         self.drain_timeout = drain_timeout
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

@@ -405,7 +405,9 @@ def _channel_list(channels: Sequence[str]) -> list[str]:
     type=click.IntRange(min=0),
     default=_DEFAULT_LIMITS.max_subscriptions,
     show_default=True,
-    help="Channels and patterns one client may hold.",
+    help="Channels and patterns one client may hold, its default --channel ones included; "
+    "those are always subscribed, so 0 means: the default channels only, every subscribe "
+    "request refused.",
 )
 @_option(
     "--rate",

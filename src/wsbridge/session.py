@@ -73,7 +73,10 @@ class SessionLimits:
     """Limits on what one client may send. Each has a safe default.
 
     ``max_frame_bytes``: largest client frame (UTF-8 bytes); a larger one closes with 1009.
-    ``max_subscriptions``: channels and patterns one client may hold at once.
+    ``max_subscriptions``: channels and patterns one client may hold at once, counting
+    its default channels. The defaults are the server's choice and always subscribed, so
+    the limit bounds what a client adds: ``0`` means the default channels only, and every
+    ``subscribe`` request is refused with ``too_many_subscriptions``.
     ``max_channel_length``: longest channel name or pattern, in UTF-8 bytes.
     ``rate`` and ``burst``: a token bucket of client frames per second; a client that
     exceeds it is closed with 1008. ``rate=None`` disables it.
@@ -139,7 +142,6 @@ class Session:
     def start(self) -> list[Command]:
         """Subscribe the client to the default channels it may see, silently."""
         allowed = [ch for ch in self._default if ch not in self._subs and self._allowed(ch)]
-        allowed = allowed[: self._limits.max_subscriptions]
         for ch in allowed:
             self._subs[ch] = None
         return [Subscribe(tuple(allowed))] if allowed else []

@@ -7,14 +7,18 @@ import dataclasses
 import json
 from typing import Any
 
-from wsbridge import Broadcaster, Endpoint
+from wsbridge import Broadcaster, Endpoint, SessionLimits
 from wsbridge.asgi import Receive, Scope, Send, WebSocketApp
 
 
 def _endpoint(config: dict[str, Any]) -> Endpoint:
     return Endpoint(
-        Broadcaster(config.get("broker", "memory://")),
+        Broadcaster(
+            config.get("broker", "memory://"),
+            health_check_interval=config.get("health_check_interval", 10.0),
+        ),
         channels=config.get("channels", []),
+        limits=SessionLimits(**config.get("limits", {})),
         max_buffer_messages=config.get("max_buffer_messages", 1000),
         max_buffer_bytes=config.get("max_buffer_bytes", 4 * 1024 * 1024),
         idle_timeout=config.get("idle_timeout", 75.0),
@@ -34,7 +38,24 @@ def bridge_server(config: dict[str, Any]) -> Any:
     """wsbridge's own server; the process serves ``/stats`` on a second port."""
     from wsbridge.server import Server
 
-    return Server(_endpoint(config), path="/ws")
+    return Server(_endpoint(config), path="/ws", close_timeout=config.get("close_timeout", 5.0))
+
+
+def bridge_aiohttp(config: dict[str, Any]) -> Any:
+    """The aiohttp adapter; ``GET /stats`` returns the broadcaster's counters as JSON."""
+    from aiohttp import web
+
+    from wsbridge.aiohttp import setup
+
+    endpoint = _endpoint(config)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.Response(body=stats_json(endpoint.broadcaster), content_type="application/json")
+
+    app = web.Application()
+    setup(app, endpoint, path="/ws")
+    app.router.add_get("/stats", stats)
+    return app
 
 
 def bridge_app(config: dict[str, Any]) -> Any:

@@ -1,7 +1,8 @@
 """Run a test application in a server process of its own, as production would.
 
 ``python -m tests.support.proc MODULE:FACTORY PORT CONFIG_JSON`` imports ``FACTORY``,
-calls it with the decoded config to get an ASGI app, and serves it with uvicorn. Tests
+calls it with the decoded config to get an ASGI app (served with uvicorn), an aiohttp
+application (served by aiohttp) or wsbridge's own server. Tests
 use :class:`AppProcess` to start, signal and stop it, and to read its memory use.
 """
 
@@ -33,7 +34,7 @@ def _port_open(port: int) -> bool:
 
 
 class AppProcess:
-    """A uvicorn process serving ``factory(config)`` on a free port."""
+    """A server process serving ``factory(config)`` on a free port."""
 
     def __init__(self, factory: str, config: dict[str, Any] | None = None) -> None:
         self.factory = factory
@@ -143,6 +144,11 @@ def main() -> None:
     if hasattr(app, "serve"):
         app.port = port
         asyncio.run(_serve_bridge(app, config["stats_port"]))
+        return
+    if hasattr(app, "router"):  # an aiohttp application
+        from aiohttp import web
+
+        web.run_app(app, host="127.0.0.1", port=port, print=None, shutdown_timeout=5)
         return
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
 

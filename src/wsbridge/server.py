@@ -185,6 +185,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "close_timer",
         "dirty",
+        "ended",
         "expiry",
         "fragments",
         "last_seen",
@@ -215,6 +216,8 @@ class _Connection(asyncio.Protocol):
         # A fragmented message so far: its opcode and its parts (websockets bounds the
         # total by max_size).
         self.fragments: tuple[Opcode, list[bytes]] | None = None
+        # True once the stream is ended (EOF or close written): nothing more may follow.
+        self.ended = False
         assert server._loop is not None
         self.last_seen = server._loop.time()
 
@@ -242,7 +245,7 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.paused = False
         subscriber = self.subscriber
-        if subscriber is None or subscriber.closed or self.transport is None:
+        if subscriber is None or subscriber.closed or self.transport is None or self.ended:
             return
         # Drain the outbox that filled while the socket was busy, then take direct writes.
         backlog = subscriber.get_nowait()
@@ -419,7 +422,7 @@ class _Connection(asyncio.Protocol):
         pending = self.pending
         if pending:
             self.pending = []
-            if self.transport is not None:
+            if self.transport is not None and not self.ended:
                 self.transport.writelines(pending)
 
     def _send_protocol_data(self) -> None:
@@ -428,15 +431,20 @@ class _Connection(asyncio.Protocol):
             return
         self.write_pending()  # events queued before a pong or a close go first
         for data in self.ws.data_to_send():
+            if self.ended:
+                break
             if data:
                 transport.write(data)
-            elif transport.can_write_eof():
-                transport.write_eof()
+            else:
+                self.ended = True
+                if transport.can_write_eof():
+                    transport.write_eof()
         if self.ws.close_expected() and self.close_timer is None and self.server._loop is not None:
             self.close_timer = self.server._loop.call_later(
                 self.server.close_timeout, self._close_timed_out
             )
         if self.ws.state is State.CLOSED:
+            self.ended = True
             transport.close()
 
     def _close_timed_out(self) -> None:

@@ -7,14 +7,19 @@ test started. A test reads the process's log, its memory, and whether it still r
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.proc import AppProcess
+from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.redis_server import free_port
 
 KINDS = ("serve", "asgi", "aiohttp")
+
+# uvicorn's websockets-sansio protocol logs this error with a traceback itself, before the
+# application sees the frame (it closes with 1007 all the same).
+UVICORN_UTF8 = "ERROR:    Invalid UTF-8 sequence received from client."
 
 _FACTORIES = {
     "asgi": "tests.support.factories:bridge_app",
@@ -71,13 +76,15 @@ class BridgeProcess:
     def pid(self) -> int:
         if self._child is not None:
             return self._child.pid
-        assert self._app is not None and self._app.process is not None
+        assert self._app is not None
+        assert self._app.process is not None
         return self._app.process.pid
 
     def alive(self) -> bool:
         if self._child is not None:
             return self._child.returncode is None
-        assert self._app is not None and self._app.process is not None
+        assert self._app is not None
+        assert self._app.process is not None
         return self._app.process.poll() is None
 
     def log(self) -> str:
@@ -91,6 +98,19 @@ class BridgeProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
+
+    def assert_clean(self, *, allow_uvicorn_utf8: bool = False) -> None:
+        """The process runs, and its log holds no traceback (but uvicorn's own, if allowed)."""
+        log = self.log()
+        assert self.alive(), log
+        blocks = log.split("Traceback (most recent call last):")
+        for before, after in itertools.pairwise(blocks):
+            assert allow_uvicorn_utf8, log
+            assert before.rstrip().endswith(UVICORN_UTF8), log
+            for line in after.splitlines()[1:]:
+                if not line.startswith(" "):
+                    break  # the exception's own line ends the traceback
+                assert "/wsbridge/" not in line, log
 
     def stop(self) -> None:
         if self._child is not None:

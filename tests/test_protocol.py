@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -79,3 +81,53 @@ def test_control_frames() -> None:
         "channels": ["a"],
     }
     assert json.loads(protocol.broker_status_frame("down")) == {"type": "broker", "status": "down"}
+
+
+def test_loads_bounds_the_depth_exactly() -> None:
+    depth = protocol.MAX_DEPTH
+    assert protocol.loads("[" * depth + "]" * depth) is not None
+    for deep in ("[" * (depth + 1) + "]" * (depth + 1), '{"a":' * 5000 + "1" + "}" * 5000):
+        with pytest.raises(ValueError, match="nested deeper"):
+            protocol.loads(deep)
+    # Brackets inside strings, escaped quotes included, are not nesting.
+    text = json.dumps(["[" * 500, '\\"[[[', {"k": "{" * 300}])
+    assert protocol.loads(text) == ["[" * 500, '\\"[[[', {"k": "{" * 300}]
+
+
+@pytest.mark.parametrize("text", ["NaN", "[Infinity]", "1" * 5000, "[" * 100_000, '"'])
+def test_loads_raises_only_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match=r"not valid JSON|digits|nested deeper|Unterminated"):
+        protocol.loads(text)
+
+
+def test_a_deep_payload_is_forwarded_as_raw() -> None:
+    deep = "[" * 2000 + "]" * 2000
+    value, text = protocol.decode_payload(deep.encode())
+    assert value == {"raw": deep}
+    assert json.loads(text) == {"raw": deep}
+
+
+def test_the_depth_check_is_linear() -> None:
+    # 1 MiB of worst-case nesting: well under a second, however deep.
+    deep = ("[" * 5000 + "]" * 5000) * 100
+    start = time.perf_counter()
+    assert protocol.decode_payload(deep)[0] == {"raw": deep}
+    assert time.perf_counter() - start < 1.0
+
+
+@given(json_values, st.integers(1, 80))
+def test_loads_agrees_with_json_within_the_depth(value: object, depth: int) -> None:
+    text = json.dumps(value)
+    wrapped = "[" * depth + text + "]" * depth
+    try:
+        assert protocol.loads(wrapped) == json.loads(wrapped)
+    except ValueError:
+        assert _depth(json.loads(wrapped)) > protocol.MAX_DEPTH
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0

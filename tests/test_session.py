@@ -281,3 +281,21 @@ class SessionModel(RuleBasedStateMachine):
 
 
 TestSessionModel = SessionModel.TestCase
+
+
+def test_deeply_nested_frames_get_invalid_json() -> None:
+    session = Session(limits=SessionLimits(rate=None))
+    for text in ("[" * 5000 + "]" * 5000, '{"type":"ping","x":' + "[" * 3000 + "]" * 3000 + "}"):
+        (reply,) = session.receive_text(text)
+        assert isinstance(reply, Reply)
+        assert json.loads(reply.text)["code"] == "invalid_json"
+    assert not session.closed
+
+
+def test_max_subscriptions_0_keeps_the_defaults_and_refuses_the_rest() -> None:
+    session = Session(default_channels=["a", "b"], limits=SessionLimits(max_subscriptions=0))
+    assert session.start() == [Subscribe(("a", "b"))]
+    (reply,) = session.receive_text('{"type": "subscribe", "channels": ["c"]}')
+    assert isinstance(reply, Reply)
+    assert json.loads(reply.text)["code"] == "too_many_subscriptions"
+    assert session.subscriptions == ("a", "b")

@@ -432,9 +432,12 @@ async def test_max_subscriptions_0_serves_the_default_channels_only(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     channel = f"only:{uuid.uuid4().hex[:8]}"
-    with BridgeProcess("serve", redis_url, [channel], args=["--max-subscriptions", "0"]) as bridge:
+    args = ["--max-subscriptions", "0", "--allow", "extra:*"]
+    with BridgeProcess("serve", redis_url, [channel], args=args) as bridge:
         client = await watching(bridge.url)
-        await client.send_json({"type": "subscribe", "channels": ["other"], "id": 1})
+        # Holding its default channel again is fine; anything more is refused.
+        assert (await client.subscribe([channel]))["channels"] == [channel]
+        await client.send_json({"type": "subscribe", "channels": ["extra:1"], "id": 1})
         reply = await client.recv()
         assert reply["code"] == "too_many_subscriptions"
         assert reply["id"] == 1

@@ -28,6 +28,8 @@ def test_start_subscribes_default_channels_silently() -> None:
     session = Session(default_channels=["a", "b"])
     assert session.start() == [Subscribe(("a", "b"))]
     assert session.subscriptions == ("a", "b")
+    (ack,) = session.receive_text('{"type": "subscribe", "channels": ["a"]}')
+    assert ack == Reply(subscription_ack("subscribed", ["a"]))
 
 
 def test_start_skips_forbidden_defaults() -> None:
@@ -63,6 +65,8 @@ def test_a_refused_subscription_is_forgotten_and_reported() -> None:
         }
     ]
     assert session.subscriptions == ("a", "b")
+    (ack,) = session.receive_text('{"type": "subscribe", "channels": ["a"]}')
+    assert ack == Reply(subscription_ack("subscribed", ["a"]))
     # Asking again tries the broker again.
     commands = session.receive_text('{"type": "subscribe", "channels": ["c"]}')
     assert commands == [Subscribe(("c",), ack=("c",))]
@@ -109,6 +113,8 @@ def test_subscription_limit() -> None:
         {"type": "error", "code": "too_many_subscriptions", "message": out[0]["message"]}
     ]
     assert session.subscriptions == ("a", "b")
+    (ack,) = session.receive_text('{"type": "subscribe", "channels": ["a"]}')
+    assert ack == Reply(subscription_ack("subscribed", ["a"]))
 
 
 @pytest.mark.parametrize(
@@ -299,3 +305,5 @@ def test_max_subscriptions_0_keeps_the_defaults_and_refuses_the_rest() -> None:
     assert isinstance(reply, Reply)
     assert json.loads(reply.text)["code"] == "too_many_subscriptions"
     assert session.subscriptions == ("a", "b")
+    (ack,) = session.receive_text('{"type": "subscribe", "channels": ["a"]}')
+    assert ack == Reply(subscription_ack("subscribed", ["a"]))

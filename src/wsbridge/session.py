@@ -236,7 +236,8 @@ class Session:
             else:
                 new.append(ch)
                 accepted.append(ch)
-        if len(self._subs) + len(new) > self._limits.max_subscriptions:
+        # Only new names count against the limit: the defaults may already fill it.
+        if new and len(self._subs) + len(new) > self._limits.max_subscriptions:
             return [
                 _error(
                     ErrorCode.TOO_MANY_SUBSCRIPTIONS,

@@ -459,6 +459,7 @@ class _Connection(asyncio.Protocol):
         # consumer, say). Aborting now would drop the close frame and cut a frame in
         # half: close gracefully instead, so that what is buffered, the close frame
         # last, is still delivered if the client reads again within the idle timeout.
+        self.ended = True
         transport.close()
         grace = max(self.server.endpoint.idle_timeout or 0.0, self.server.close_timeout)
         self.close_timer = loop.call_later(grace, transport.abort)

@@ -33,7 +33,7 @@ from wsbridge.schema import Registry
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
-DEEP = "[" * 2000 + "]" * 2000  # about 4 KB: the payload of the probe
+DEEP = "[" * 2000 + "]" * 2000  # about 4 KB: far under any frame or payload limit
 PORTFOLIO = {"total_equity": 26000, "cash": 6000, "positions_value": 20000}
 
 

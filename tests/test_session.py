@@ -28,8 +28,6 @@ def test_start_subscribes_default_channels_silently() -> None:
     session = Session(default_channels=["a", "b"])
     assert session.start() == [Subscribe(("a", "b"))]
     assert session.subscriptions == ("a", "b")
-    (ack,) = session.receive_text('{"type": "subscribe", "channels": ["a"]}')
-    assert ack == Reply(subscription_ack("subscribed", ["a"]))
 
 
 def test_start_skips_forbidden_defaults() -> None:
@@ -65,8 +63,6 @@ def test_a_refused_subscription_is_forgotten_and_reported() -> None:
         }
     ]
     assert session.subscriptions == ("a", "b")
-    (ack,) = session.receive_text('{"type": "subscribe", "channels": ["a"]}')
-    assert ack == Reply(subscription_ack("subscribed", ["a"]))
     # Asking again tries the broker again.
     commands = session.receive_text('{"type": "subscribe", "channels": ["c"]}')
     assert commands == [Subscribe(("c",), ack=("c",))]
@@ -113,8 +109,6 @@ def test_subscription_limit() -> None:
         {"type": "error", "code": "too_many_subscriptions", "message": out[0]["message"]}
     ]
     assert session.subscriptions == ("a", "b")
-    (ack,) = session.receive_text('{"type": "subscribe", "channels": ["a"]}')
-    assert ack == Reply(subscription_ack("subscribed", ["a"]))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 ``memory://`` is the in-process broker (the embedded default). ``redis://``,
 ``rediss://`` and ``unix://`` use Redis pub/sub through redis-py's asyncio client,
 imported only when such a URL is used (install the ``redis`` extra).
+``redis+cluster://`` and ``rediss+cluster://`` use Redis Cluster's sharded pub/sub
+(:mod:`wsbridge.backends.cluster`, the ``cluster`` extra).
 """
 
 from __future__ import annotations
@@ -80,6 +82,15 @@ def backend_from_url(url: str, **options: Any) -> Backend:
                 "the Redis backend needs redis-py: pip install 'wsbridge-py[redis]'"
             ) from exc
         return RedisBackend(url, **options)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        try:
+            from wsbridge.backends.cluster import RedisClusterBackend
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigurationError(
+                "the Redis Cluster backend needs redis-py: pip install 'wsbridge[cluster]'"
+            ) from exc
+        return RedisClusterBackend(url, **options)
     raise ConfigurationError(
-        f"unknown broker URL scheme {scheme!r}; expected memory, redis, rediss or unix"
+        f"unknown broker URL scheme {scheme!r}; expected memory, redis, rediss, unix, "
+        "redis+cluster or rediss+cluster"
     )

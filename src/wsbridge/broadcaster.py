@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -96,7 +97,11 @@ class Frame:
 
 @dataclass
 class Stats:
-    """Counters of one broadcaster. ``per_channel`` maps a channel to its own counters."""
+    """Counters of one broadcaster. ``per_channel`` maps a channel to its own counters.
+
+    ``ready`` is :attr:`Broadcaster.ready`; ``probe_age`` is how many seconds ago the
+    subscription connection last proved it delivers (``None`` with the probe off).
+    """
 
     connections: int = 0
     subscriptions: int = 0
@@ -112,7 +117,10 @@ class Stats:
     subscriptions_refused: int = 0
     payloads_too_large: int = 0
     dispatch_errors: int = 0
+    probe_failures: int = 0
     broker_connected: bool = False
+    ready: bool = False
+    probe_age: float | None = None
     per_channel: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -127,6 +135,7 @@ class _Counters:
         "messages_out",
         "payloads_too_large",
         "per_channel",
+        "probe_failures",
         "slow_consumer_disconnects",
         "subscriptions_refused",
         "validation_failures",
@@ -144,6 +153,7 @@ class _Counters:
         self.subscriptions_refused = 0
         self.payloads_too_large = 0
         self.dispatch_errors = 0
+        self.probe_failures = 0
         self.per_channel: dict[str, dict[str, int]] = {}
 
     def bump(self, channel: str, name: str, n: int = 1) -> None:
@@ -431,6 +441,12 @@ class Broadcaster:
     while delivering one message skips that message only. Drops and errors are counted
     in :meth:`stats` and logged as one line, at most once per ``log_interval`` seconds.
 
+    The liveness probe catches a subscription connection that stays open but no longer
+    delivers: when no message arrived for ``probe_interval`` seconds, the broadcaster
+    publishes to its own probe channel (named ``probe_prefix`` plus a random id) and
+    expects it back within ``probe_timeout``; if it does not come back, the connection is
+    dropped and made anew, as after any loss. ``probe_interval=0`` turns it off.
+
     Use it as an async context manager, or pass :meth:`lifespan` to an ASGI framework.
     """
 
@@ -443,6 +459,9 @@ class Broadcaster:
         reconnect_delay: float = 0.5,
         max_reconnect_delay: float = 10.0,
         health_check_interval: float = 10.0,
+        probe_interval: float = 30.0,
+        probe_timeout: float = 5.0,
+        probe_prefix: str = "__wsbridge:probe:",
         shutdown_timeout: float = 5.0,
         log_interval: float = 60.0,
         max_payload_bytes: int | None = 1024 * 1024,
@@ -463,11 +482,14 @@ class Broadcaster:
         if max_payload_bytes is not None and max_payload_bytes < 1:
             raise ConfigurationError("max_payload_bytes must be positive or None")
         self._max_payload = max_payload_bytes
+        if not (probe_interval >= 0 and probe_timeout > 0):
+            raise ConfigurationError("need probe_interval >= 0 and probe_timeout > 0")
         self.registry = registry if registry is not None else Registry()
         self._validation = validation
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
         self._health_check_interval = health_check_interval
+        self._probe = _Probe(probe_interval, probe_timeout, probe_prefix + uuid.uuid4().hex)
         self._shutdown_timeout = shutdown_timeout
         self._log_interval = log_interval
         self._counters = _Counters()
@@ -484,6 +506,9 @@ class Broadcaster:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._running = False
         self._connected = False
+        # False from a broker loss (or a subscription that failed for want of the broker)
+        # until every channel clients hold is subscribed again.
+        self._synced = False
         self._idle = anyio.Event()
         self._restored = anyio.Event()  # set while no reconnect is under way
 
@@ -499,6 +524,17 @@ class Broadcaster:
         """True while the broker connection is up."""
         return self._connected
 
+    @property
+    def ready(self) -> bool:
+        """True when this process can deliver: what a readiness check (``/readyz``) asks.
+
+        Running, connected to the broker, every channel clients hold subscribed upstream
+        and confirmed (names the broker refused aside), and, with the liveness probe on,
+        the subscription connection seen delivering within the last two probe intervals
+        plus the probe timeout.
+        """
+        return self._running and self._connected and self._synced and self._probe.fresh()
+
     async def __aenter__(self) -> Broadcaster:
         if self._running:
             raise ConfigurationError("this broadcaster is already running")
@@ -509,6 +545,8 @@ class Broadcaster:
         self._restored.set()
         await self._backend.connect()
         self._connected = True
+        self._synced = True
+        self._probe.reset()
         self._upstream.clear()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
@@ -647,9 +685,10 @@ class Broadcaster:
                 if not route:
                     del self._routes[key]
 
-    async def _sync_upstream(self, *, wait_for_broker: bool = False) -> None:
+    async def _sync_upstream(self, *, wait_for_broker: bool = False) -> bool:
         # Serialised: concurrent first subscriptions to one channel issue one SUBSCRIBE,
         # and every caller returns only once the broker holds what the routes need.
+        # Returns False when the broker could not take them all.
         if wait_for_broker and not self._connected:
             # The reconnect resubscribes every route, this one included. Wait for it
             # (bounded): a subscription acknowledged before the broker holds it would
@@ -658,7 +697,7 @@ class Broadcaster:
                 await self._restored.wait()
         async with self._upstream_lock:
             if not self._connected:
-                return  # the reconnect resubscribes everything
+                return False  # the reconnect resubscribes everything
             wanted = set(self._routes)
             add = wanted - self._upstream
             drop = self._upstream - wanted
@@ -682,9 +721,12 @@ class Broadcaster:
                             self._refusals.pop(key, None)
             except BrokerUnavailableError as exc:
                 self._upstream -= add
+                self._synced = False
                 logger.warning(
                     "wsbridge: broker subscription failed, will retry on reconnect: %s", exc
                 )
+                return False
+            return True
 
     async def _subscribe_each(self, keys: set[str], first: SubscriptionRefusedError) -> None:
         # Redis refuses a whole SUBSCRIBE for one denied channel: ask for each name alone,
@@ -823,12 +865,15 @@ class Broadcaster:
             lost = await self._read(down_since)
             if lost is None:
                 return
-            down_since = time.monotonic()
             self._connected = False
-            self._restored = anyio.Event()
+            if self._restored.is_set():  # a new outage, not another attempt within one
+                down_since = time.monotonic()
+                self._restored = anyio.Event()
             self._upstream.clear()
             self._counters.broker_reconnects += 1
-            self._notify(protocol.broker_status_frame("down"))
+            if self._synced:  # clients heard "up" last (or nothing): tell them once
+                self._notify(protocol.broker_status_frame("down"))
+            self._synced = False
             logger.warning("wsbridge: broker connection lost (%s); reconnecting", lost)
             await self._reconnect()
 
@@ -843,14 +888,23 @@ class Broadcaster:
                     lost.append(exc)
                     tg.cancel_scope.cancel()
 
+            probe = self._probe
+
             async def read() -> None:
+                probes = probe.channels
                 async for message in self._backend.messages():
+                    if message.channel in probes:
+                        probe.echoed(message.channel)
+                        continue
                     try:
                         self._dispatch(message)
                     except Exception as exc:
                         # One message must never stop the reader, whatever it holds.
                         self._dispatch_failed(message, exc)
                 tg.cancel_scope.cancel()
+
+            async def liveness() -> None:
+                await probe.run(self._backend, self._counters, self._log_limited)
 
             async def health() -> None:
                 interval = self._health_check_interval
@@ -861,7 +915,10 @@ class Broadcaster:
                     await self._backend.health_check()
 
             async def restore(since: float) -> None:
-                await self._sync_upstream()
+                if not await self._sync_upstream():
+                    # Not "up" while channels are missing: reconnect and try them again.
+                    raise BrokerUnavailableError("could not subscribe every channel again")
+                self._synced = True
                 self._restored.set()
                 # At the loss's level, so that whoever saw the loss sees its end.
                 logger.warning(
@@ -872,6 +929,7 @@ class Broadcaster:
 
             tg.start_soon(guard, read)
             tg.start_soon(guard, health)
+            tg.start_soon(guard, liveness)
             if down_since is not None:
                 tg.start_soon(guard, restore, down_since)
         return lost[0] if lost else None
@@ -887,6 +945,7 @@ class Broadcaster:
                 delay = min(delay * 2, self._max_reconnect_delay)
                 continue
             self._connected = True
+            self._probe.reset()
             return
 
     def _notify(self, text: str) -> None:
@@ -914,6 +973,79 @@ class Broadcaster:
             subscriptions_refused=c.subscriptions_refused,
             payloads_too_large=c.payloads_too_large,
             dispatch_errors=c.dispatch_errors,
+            probe_failures=c.probe_failures,
             broker_connected=self._connected,
+            ready=self.ready,
+            probe_age=self._probe.age(),
             per_channel={k: dict(v) for k, v in c.per_channel.items()},
         )
+
+
+class _Probe:
+    """The liveness probe of the subscription connection (see :class:`Broadcaster`)."""
+
+    def __init__(self, interval: float, timeout: float, channel: str) -> None:
+        self.interval = interval if math.isfinite(interval) else 0.0
+        self.timeout = timeout
+        self.base = channel
+        self.channels: frozenset[str] = frozenset()
+        self.alive_at = time.monotonic()
+        self._waiting: dict[str, anyio.Event] = {}
+
+    def reset(self) -> None:
+        # A fresh connection counts as alive until its first probe says otherwise.
+        self.alive_at = time.monotonic()
+        self.channels = frozenset()
+        self._waiting = {}
+
+    def age(self) -> float | None:
+        return time.monotonic() - self.alive_at if self.interval else None
+
+    def fresh(self) -> bool:
+        age = self.age()
+        return age is None or age <= 2 * self.interval + self.timeout
+
+    def echoed(self, channel: str) -> None:
+        event = self._waiting.pop(channel, None)
+        if event is not None:
+            event.set()
+
+    async def run(self, backend: Backend, counters: _Counters, log: Callable[..., None]) -> None:
+        if not self.interval:
+            return
+        # A backend with several subscription connections (one per cluster shard) names
+        # one probe channel per connection.
+        many = getattr(backend, "probe_channels", None)
+        channels = list(many(self.base + ":")) if callable(many) else [self.base]
+        try:
+            await backend.subscribe(channels, [])
+        except SubscriptionRefusedError as exc:
+            log("probe-refused", "wsbridge: liveness probe off, the broker refused %s: %s",
+                exc.channels, exc.reason)  # fmt: skip
+            self.interval = 0.0
+            return
+        self.channels = frozenset(channels)
+        self.alive_at = time.monotonic()
+        seen = counters.messages_in
+        while True:
+            await anyio.sleep(self.interval)
+            # Traffic proves a single connection alive; with several, any one of them
+            # could be deaf behind the others' traffic, so they are always probed.
+            if len(channels) == 1 and counters.messages_in != seen:
+                seen = counters.messages_in
+                self.alive_at = time.monotonic()
+                continue
+            self._waiting = {channel: anyio.Event() for channel in channels}
+            waits = list(self._waiting.values())
+            for channel in channels:
+                await backend.publish(channel, b"1")
+            with anyio.move_on_after(self.timeout):
+                for event in waits:
+                    await event.wait()
+            if not all(event.is_set() for event in waits):
+                counters.probe_failures += 1
+                raise BrokerUnavailableError(
+                    f"the broker did not deliver the liveness probe back within {self.timeout:g} s"
+                )
+            seen = counters.messages_in
+            self.alive_at = time.monotonic()

@@ -40,6 +40,8 @@ RUNTIME = {
     "wsbridge.backends.memory",
     "wsbridge.backends.redis",
     "wsbridge.tokens",
+    "wsbridge.backends.cluster",
+    "wsbridge.health",
 }
 CORE = BASE | PURE_CORE | RUNTIME
 

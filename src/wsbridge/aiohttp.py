@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
+from wsbridge import health
 from wsbridge.broadcaster import Broadcaster
 from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed, as_endpoint
 
-__all__ = ["AiohttpTransport", "create_handler", "lifecycle", "setup"]
+__all__ = ["AiohttpTransport", "create_handler", "create_health_handler", "lifecycle", "setup"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,6 +87,25 @@ def create_handler(target: Endpoint | Broadcaster) -> Handler:
         await ws.prepare(request)
         await endpoint.serve(AiohttpTransport(ws), handshake.principal)
         return ws
+
+    return handler
+
+
+def create_health_handler(target: Endpoint | Broadcaster, *, ready: bool = False) -> Handler:
+    """A handler answering a liveness (or, with ``ready``, readiness) check.
+
+    ``app.router.add_get("/readyz", create_health_handler(broadcaster, ready=True))``;
+    see :mod:`wsbridge.health`.
+    """
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        status, body = health.check(target, ready=ready)
+        return web.Response(
+            status=status,
+            text=body,
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     return handler
 

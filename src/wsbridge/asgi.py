@@ -17,11 +17,11 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from wsbridge import protocol
+from wsbridge import health, protocol
 from wsbridge.broadcaster import Broadcaster
 from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed, as_endpoint
 
-__all__ = ["ASGITransport", "WebSocketApp", "as_endpoint"]
+__all__ = ["ASGITransport", "HealthApp", "WebSocketApp", "as_endpoint"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -177,3 +177,32 @@ class WebSocketApp:
         finally:
             await broadcaster.aclose()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+class HealthApp:
+    """An ASGI app answering every HTTP request with a health check (see :mod:`wsbridge.health`).
+
+    ``ready=False``: liveness, always 200. ``ready=True``: readiness, 200 or 503. Mount it
+    at ``/healthz`` and ``/readyz``; it does not run the broadcaster.
+    """
+
+    def __init__(self, target: Endpoint | Broadcaster, *, ready: bool = False) -> None:
+        self.target = target
+        self.ready = ready
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer an HTTP request; other scope types are ignored."""
+        if scope["type"] != "http":
+            return
+        status, body = health.check(self.target, ready=self.ready)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})

@@ -150,7 +150,13 @@ def _redact(url: str) -> str:
 
 def _backend_options(url: str, timeout: float) -> dict[str, float]:
     # Only the Redis backend takes timeouts; the memory backend has none to take.
-    if url.partition("://")[0].lower() in ("redis", "rediss", "unix"):
+    if url.partition("://")[0].lower() in (
+        "redis",
+        "rediss",
+        "unix",
+        "redis+cluster",
+        "rediss+cluster",
+    ):
         return {"connect_timeout": timeout, "command_timeout": timeout}
     return {}
 

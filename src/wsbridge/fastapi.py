@@ -17,11 +17,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from wsbridge import health
 from wsbridge.broadcaster import Broadcaster
 from wsbridge.endpoint import Endpoint
-from wsbridge.starlette import create_route
+from wsbridge.starlette import create_health_routes, create_route
 
-__all__ = ["create_router"]
+__all__ = ["create_health_router", "create_router"]
 
 
 def create_router(
@@ -39,4 +40,23 @@ def create_router(
     router = APIRouter(**router_options)
     # Routes appended by hand do not get the router's prefix applied: add it here.
     router.routes.append(create_route(target, router.prefix + path, name=name))
+    return router
+
+
+def create_health_router(
+    target: Endpoint | Broadcaster,
+    *,
+    healthz: str = health.HEALTHZ,
+    readyz: str = health.READYZ,
+    **router_options: Any,
+) -> APIRouter:
+    """An ``APIRouter`` with the liveness and readiness routes (see :mod:`wsbridge.health`).
+
+    They are plain routes, left out of the OpenAPI schema.
+    """
+    router = APIRouter(**router_options)
+    prefix = router.prefix
+    router.routes.extend(
+        create_health_routes(target, healthz=prefix + healthz, readyz=prefix + readyz)
+    )
     return router

@@ -27,12 +27,12 @@ from typing import Any, cast
 from websockets.datastructures import Headers
 from websockets.frames import Frame as WireFrame
 from websockets.frames import Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from wsbridge import protocol
+from wsbridge import health, protocol
 from wsbridge.broadcaster import Broadcaster, Frame, Subscriber
 from wsbridge.endpoint import ConnectionInfo, Endpoint, as_endpoint
 from wsbridge.session import Close, Command, Reply, Session, Subscribe, Unsubscribe
@@ -49,6 +49,9 @@ class Server:
     With an ``ssl`` context (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
     a certificate chain loaded), it serves ``wss://`` instead.
 
+    ``healthz`` and ``readyz`` are the paths of the health checks (:mod:`wsbridge.health`)
+    for load balancers; ``None`` turns one off.
+
     ``await server.serve()`` runs the broadcaster and the server until :meth:`shutdown`
     is called; then every client is closed with 1001, within ``shutdown_timeout``
     seconds, and every task the server started has ended when ``serve`` returns.
@@ -64,11 +67,15 @@ class Server:
         close_timeout: float = 5.0,
         backlog: int = 2048,
         ssl: ssl.SSLContext | None = None,
+        healthz: str | None = health.HEALTHZ,
+        readyz: str | None = health.READYZ,
     ) -> None:
         self.endpoint = as_endpoint(target)
         self.host = host
         self.port = port
         self.path = path
+        # Plain GETs on these paths get the health checks of wsbridge.health.
+        self.checks = {p: p == readyz for p in (healthz, readyz) if p is not None and p != path}
         self.close_timeout = close_timeout
         self.backlog = backlog
         self.ssl = ssl
@@ -286,6 +293,21 @@ class _Connection(asyncio.Protocol):
 
     def _on_request(self, request: Request) -> None:
         path, _, query = request.path.partition("?")
+        ready = self.server.checks.get(path)
+        if ready is not None:
+            status, text = health.check(self.server.endpoint, ready=ready)
+            body = text.encode()
+            headers = Headers(
+                [
+                    ("Content-Type", "application/json"),
+                    ("Cache-Control", "no-store"),
+                    ("Content-Length", str(len(body))),
+                    ("Connection", "close"),
+                ]
+            )
+            reason = "OK" if status == 200 else "Service Unavailable"
+            self.ws.send_response(Response(status, reason, headers, body))
+            return
         if path != self.server.path:
             self.ws.send_response(self.ws.reject(404, "Not Found\n"))
             return

@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 
-from wsbridge.asgi import WebSocketApp
+from wsbridge import health
+from wsbridge.asgi import HealthApp, WebSocketApp
 from wsbridge.broadcaster import Broadcaster
 from wsbridge.endpoint import Endpoint
 
-__all__ = ["create_route"]
+__all__ = ["create_health_routes", "create_route"]
 
 
 def create_route(
@@ -30,3 +31,16 @@ def create_route(
     application (or enter it in your own lifespan).
     """
     return WebSocketRoute(path, WebSocketApp(target, lifespan=False), name=name)
+
+
+def create_health_routes(
+    target: Endpoint | Broadcaster,
+    *,
+    healthz: str = health.HEALTHZ,
+    readyz: str = health.READYZ,
+) -> list[Route]:
+    """Liveness and readiness routes (``GET``) for load balancers; see :mod:`wsbridge.health`."""
+    return [
+        Route(healthz, HealthApp(target), methods=["GET", "HEAD"]),
+        Route(readyz, HealthApp(target, ready=True), methods=["GET", "HEAD"]),
+    ]

@@ -5,6 +5,7 @@
 * ``redis_url``: the shared server's URL.
 * ``redis_server_factory``: a callable that starts fresh servers, all closed after the test.
 * ``redis_client``: a sync ``redis.Redis`` on the shared server, flushed before the test.
+* ``redis_cluster``: a fresh Redis Cluster (three masters, three replicas) for one test.
 
 Without a ``redis-server`` binary the tests that use these fixtures are skipped, or fail
 when the ``CI`` environment variable is set, so CI never passes by skipping them.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import pytest
 
 from tests.support.ci import unavailable
+from tests.support.redis_cluster import RedisCluster, find_redis_cli
 from tests.support.redis_server import (
     BINARY_ENV,
     RedisServer,
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RedisServerFactory",
     "redis_client",
+    "redis_cluster",
     "redis_server",
     "redis_server_factory",
     "redis_url",
@@ -110,3 +113,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of six fresh nodes (three masters, one replica each), for one test.
+
+    The test may kill and restart nodes: the cluster is torn down afterwards.
+    """
+    binary = _require_binary()
+    if find_redis_cli() is None:
+        unavailable("redis-cli not found: it forms the cluster (redis-cli --cluster create)")
+    with RedisCluster(binary=binary) as cluster:
+        yield cluster

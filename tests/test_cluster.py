@@ -1,0 +1,275 @@
+"""The Redis Cluster backend against a real cluster: sharded subscriptions, failover.
+
+Each test that needs a cluster starts its own (three masters, three replicas, a node
+timeout of one second) and tears it down. The failover test kills a master under load
+with two ``wsbridge serve`` processes connected and waits, within a bound, for every
+channel to deliver again to both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+import redis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from tests.support.client import Client
+from tests.support.processes import Child, child_env, wsbridge_command
+from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_server import HOST, RedisServer, free_port, scaled
+from tests.support.samples import REFERENCE_EXAMPLES
+from wsbridge import Broadcaster, SubscriptionRefusedError
+from wsbridge.backends import backend_from_url
+from wsbridge.backends.cluster import (
+    PATTERN_REFUSAL,
+    RedisClusterBackend,
+    parse_cluster_url,
+)
+from wsbridge.exceptions import ConfigurationError
+
+pytestmark = pytest.mark.anyio
+
+# -- URLs -----------------------------------------------------------------------------------
+
+
+def test_cluster_urls_name_every_startup_node() -> None:
+    nodes, options = parse_cluster_url("redis+cluster://a:7000,b:7001,[::1]:7002/")
+    assert nodes == [("a", 7000), ("b", 7001), ("::1", 7002)]
+    assert options == {}
+    nodes, options = parse_cluster_url("rediss+cluster://bridge:s%40cret@h1:6380,h2/0")
+    assert nodes == [("h1", 6380), ("h2", 6379)]
+    assert options == {"username": "bridge", "password": "s@cret", "ssl": True}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:1/",  # not a cluster URL
+        "redis+cluster:///",  # no node
+        "redis+cluster://h:port/",
+        "redis+cluster://h:1/3",  # a cluster has database 0 only
+        "redis+cluster://h:1/?timeout=1",
+    ],
+)
+def test_bad_cluster_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_cluster_url(url)
+
+
+def test_the_url_scheme_chooses_the_cluster_backend() -> None:
+    backend = backend_from_url("redis+cluster://127.0.0.1:7000/", command_timeout=1.0)
+    assert isinstance(backend, RedisClusterBackend)
+    assert isinstance(backend_from_url("rediss+cluster://h:1/"), RedisClusterBackend)
+    with pytest.raises(ConfigurationError, match="no option db"):
+        backend_from_url("redis+cluster://h:1/", db=2)
+
+
+# -- against a cluster ------------------------------------------------------------------------
+
+
+def spread(cluster: RedisCluster, per_master: int = 2) -> dict[str, RedisServer]:
+    """Channels chosen so that every master owns ``per_master`` of them: name -> owner."""
+    owners: dict[str, RedisServer] = {}
+    counts: dict[int, int] = {}
+    for n in range(1000):
+        channel = f"prices:{n}"
+        owner = cluster.owner(channel)
+        if counts.get(owner.port, 0) < per_master:
+            counts[owner.port] = counts.get(owner.port, 0) + 1
+            owners[channel] = owner
+        if len(counts) == 3 and all(c == per_master for c in counts.values()):
+            return owners
+    raise AssertionError("could not spread channels over the masters")
+
+
+def shard_subscribers(node: RedisServer, channel: str) -> int:
+    with redis.Redis(host=HOST, port=node.port, socket_timeout=scaled(2)) as client:
+        reply = client.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+    return int(reply[1])
+
+
+async def wait_until(predicate: Any, seconds: float = 10) -> None:
+    """Poll ``predicate`` (a blocking call to Redis) until true, for at most ``seconds``."""
+    with anyio.fail_after(scaled(seconds)):
+        while not await anyio.to_thread.run_sync(predicate):  # noqa: ASYNC110 - polls Redis
+            await anyio.sleep(0.02)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_one_sharded_subscription_per_channel_on_its_owner(
+    redis_cluster: RedisCluster,
+) -> None:
+    owners = spread(redis_cluster)
+    channels = sorted(owners)
+    async with Broadcaster(redis_cluster.url, probe_interval=0) as broadcaster:
+        async with broadcaster.subscriber() as first, broadcaster.subscriber() as second:
+            await first.subscribe(channels)
+            await second.subscribe(channels)
+            for channel, owner in owners.items():
+                # Confirmed before subscribe() returned; one for both subscribers.
+                assert shard_subscribers(owner, channel) == 1, channel
+            assert broadcaster.stats().upstream_subscriptions == len(channels)
+            assert broadcaster.ready
+            for channel in channels:
+                await broadcaster.publish(channel, {"channel": channel})
+            for subscriber in (first, second):
+                got: dict[str, Any] = {}
+                with anyio.fail_after(scaled(10)):
+                    while len(got) < len(channels):
+                        for frame in await subscriber.get():
+                            got[frame.channel] = json.loads(frame.text)["data"]
+                assert got == {channel: {"channel": channel} for channel in channels}
+            await first.unsubscribe(channels)
+            assert all(shard_subscribers(o, c) == 1 for c, o in owners.items())
+        # Both gone: every sharded subscription is dropped on its shard.
+        await wait_until(lambda: all(shard_subscribers(o, c) == 0 for c, o in owners.items()))
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_patterns_are_refused_and_exact_channels_still_work(
+    redis_cluster: RedisCluster,
+) -> None:
+    broadcaster = Broadcaster(redis_cluster.url, probe_interval=0)
+    async with broadcaster, broadcaster.subscriber() as subscriber:
+        with pytest.raises(SubscriptionRefusedError) as refused:
+            await subscriber.subscribe(["risk:*", "risk:alert"])
+        assert refused.value.channels == ["risk:*"]
+        assert refused.value.reason == PATTERN_REFUSAL
+        assert subscriber.subscriptions == {"risk:alert"}
+        assert broadcaster.stats().subscriptions_refused == 1
+        await broadcaster.publish("risk:alert", REFERENCE_EXAMPLES["risk:alert"])
+        with anyio.fail_after(scaled(10)):
+            [frame] = await subscriber.get()
+        assert frame.channel == "risk:alert"
+        assert broadcaster.ready  # a refused pattern is the client's problem, not ours
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_wsbridge_publish_sends_to_the_channel_shard(redis_cluster: RedisCluster) -> None:
+    owner = redis_cluster.owner("trade:executed")
+    with redis.Redis(host=HOST, port=owner.port, socket_timeout=scaled(5)) as client:
+        pubsub = client.pubsub()
+        pubsub.ssubscribe("trade:executed")
+        assert pubsub.get_sharded_message(timeout=scaled(5))["type"] == "ssubscribe"
+        trade = REFERENCE_EXAMPLES["trade:executed"]
+        publisher = Child(
+            wsbridge_command(
+                "publish", "trade:executed", json.dumps(trade), "--redis", redis_cluster.url
+            )
+        )
+        assert await anyio.to_thread.run_sync(publisher.wait) == 0, publisher.output()
+        message = pubsub.get_sharded_message(timeout=scaled(5))
+        assert message is not None
+        assert message["type"] == "smessage"
+        assert json.loads(message["data"])["symbol"] == trade["symbol"]
+        pubsub.close()
+
+
+# -- failover under load ----------------------------------------------------------------------
+
+
+def start_bridge(url: str, channels: list[str]) -> tuple[Child, int]:
+    port = free_port()
+    args = ["--redis", url, "--port", str(port)]
+    for channel in channels:
+        args += ["--channel", channel]
+    child = Child(wsbridge_command("serve", *args, "--log-level", "info"), env=child_env())
+    try:
+        child.wait_for(r"^wsbridge serve: listening on ws://", timeout=30)
+    except BaseException:
+        child.stop()
+        raise
+    return child, port
+
+
+async def publish_forever(url: str, channels: list[str], sent: dict[str, int]) -> None:
+    """Publish a numbered event to every channel in turn, retrying through a failover."""
+    nodes = [ClusterNode(host, port) for host, port in parse_cluster_url(url)[0]]
+    client = AsyncRedisCluster(startup_nodes=nodes, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        seq = 0
+        while True:
+            for channel in channels:
+                seq += 1
+                try:
+                    await client.execute_command("SPUBLISH", channel, json.dumps({"seq": seq}))
+                except (redis.RedisError, OSError):
+                    continue  # the shard is failing over: the next round retries
+                sent[channel] = seq
+            await anyio.sleep(0.01)  # about a hundred events a second per channel
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+
+
+async def frames(client: Client) -> AsyncIterator[dict[str, Any]]:
+    while True:
+        yield await client.recv(timeout=30)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_a_killed_master_is_replaced_and_both_bridges_deliver_again(
+    redis_cluster: RedisCluster,
+) -> None:
+    owners = spread(redis_cluster)
+    channels = sorted(owners)
+    victim = owners[channels[0]]
+    bridges = [start_bridge(redis_cluster.url, channels) for _ in range(2)]
+    try:
+        clients = [await Client.connect(f"ws://127.0.0.1:{port}/ws") for _, port in bridges]
+        for client in clients:
+            await client.pinged()
+        sent: dict[str, int] = {}
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish_forever, redis_cluster.url, channels, sent)
+            # Warm: every channel reaches both clients.
+            for client in clients:
+                with anyio.fail_after(scaled(15)):
+                    seen: set[str] = set()
+                    async for frame in frames(client):
+                        seen.add(frame.get("channel", ""))
+                        if seen >= set(channels):
+                            break
+            killed_at = time.monotonic()
+            await anyio.to_thread.run_sync(victim.kill)
+            recovered: list[float] = []
+            for client in clients:
+                # "down", then "up", then every channel again: bounded as a whole.
+                with anyio.fail_after(scaled(30)):
+                    statuses: list[str] = []
+                    after_up: set[str] = set()
+                    async for frame in frames(client):
+                        if frame.get("type") == "broker":
+                            statuses.append(frame["status"])
+                        elif statuses and statuses[-1] == "up":
+                            after_up.add(frame["channel"])
+                            if after_up >= set(channels):
+                                break
+                    assert statuses[0] == "down", statuses
+                    assert statuses[-1] == "up", statuses
+                recovered.append(time.monotonic() - killed_at)
+            # The killed node comes back (as a replica of its replacement): nothing breaks.
+            await anyio.to_thread.run_sync(victim.start)
+            await anyio.to_thread.run_sync(redis_cluster.wait_healthy)
+            for client in clients:
+                await client.pinged()
+            tg.cancel_scope.cancel()
+        assert redis_cluster.owner(channels[0]).port != victim.port
+        print(f"every channel delivered again {max(recovered):.2f} s after the kill")
+        for client in clients:
+            await client.close()
+    finally:
+        for child, _ in bridges:
+            assert child.stop() == 0, child.output()
+    for child, _ in bridges:
+        assert "Traceback" not in child.output(), child.output()

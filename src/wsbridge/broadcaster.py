@@ -988,14 +988,15 @@ class _Probe:
         self.interval = interval if math.isfinite(interval) else 0.0
         self.timeout = timeout
         self.base = channel
-        self.channels: frozenset[str] = frozenset()
+        # One set for the broadcaster's life: the reader holds it and sees it change.
+        self.channels: set[str] = set()
         self.alive_at = time.monotonic()
         self._waiting: dict[str, anyio.Event] = {}
 
     def reset(self) -> None:
         # A fresh connection counts as alive until its first probe says otherwise.
         self.alive_at = time.monotonic()
-        self.channels = frozenset()
+        self.channels.clear()
         self._waiting = {}
 
     def age(self) -> float | None:
@@ -1024,7 +1025,8 @@ class _Probe:
                 exc.channels, exc.reason)  # fmt: skip
             self.interval = 0.0
             return
-        self.channels = frozenset(channels)
+        self.channels.clear()
+        self.channels.update(channels)
         self.alive_at = time.monotonic()
         seen = counters.messages_in
         while True:

@@ -36,3 +36,15 @@ async def test_counters_are_exposed() -> None:
     assert "wsbridge_validation_failures_total 1.0" in text
     assert 'wsbridge_channel_validation_failures_total{channel="quote"} 1.0' in text
     assert "wsbridge_broker_connected 1.0" in text
+
+
+async def test_readiness_and_the_probe_are_exposed() -> None:
+    broadcaster = Broadcaster(probe_interval=30)
+    metrics = CollectorRegistry()
+    register(broadcaster, metrics)
+    assert "wsbridge_ready 0.0" in generate_latest(metrics).decode()
+    async with broadcaster:
+        text = generate_latest(metrics).decode()
+    assert "wsbridge_ready 1.0" in text
+    assert "wsbridge_probe_failures_total 0.0" in text
+    assert "wsbridge_probe_age_seconds " in text

@@ -35,6 +35,7 @@ _COUNTERS = (
     ("subscriptions_refused", "Subscriptions the broker refused (an ACL denial, say)"),
     ("payloads_too_large", "Broker messages dropped for exceeding max_payload_bytes"),
     ("dispatch_errors", "Broker messages skipped after an error while delivering them"),
+    ("probe_failures", "Liveness probes the subscription connection did not deliver back"),
 )
 _PER_CHANNEL = ("conflated", "dropped", "validation_failures")
 
@@ -68,6 +69,17 @@ class BroadcasterCollector(Collector):
             "1 while the broker connection is up",
             value=int(stats.broker_connected),
         )
+        yield GaugeMetricFamily(
+            f"{ns}_ready",
+            "1 while the process can deliver (what /readyz answers): see Broadcaster.ready",
+            value=int(stats.ready),
+        )
+        if stats.probe_age is not None:
+            yield GaugeMetricFamily(
+                f"{ns}_probe_age_seconds",
+                "Seconds since the subscription connection last proved it delivers",
+                value=stats.probe_age,
+            )
         for name, doc in _COUNTERS:
             yield CounterMetricFamily(f"{ns}_{name}", doc, value=getattr(stats, name))
         for name in _PER_CHANNEL:

@@ -9,8 +9,10 @@ channel to deliver again to both.
 from __future__ import annotations
 
 import json
+import runpy
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,6 +36,8 @@ from wsbridge.backends.cluster import (
 from wsbridge.exceptions import ConfigurationError
 
 pytestmark = pytest.mark.anyio
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
 # -- URLs -----------------------------------------------------------------------------------
 
@@ -273,3 +277,10 @@ async def test_a_killed_master_is_replaced_and_both_bridges_deliver_again(
             assert child.stop() == 0, child.output()
     for child, _ in bridges:
         assert "Traceback" not in child.output(), child.output()
+
+
+def test_the_cluster_settings_example_builds_its_broadcasters() -> None:
+    namespace = runpy.run_path(str(EXAMPLES / "cluster_settings.py"))
+    built = [value for value in namespace.values() if isinstance(value, Broadcaster)]
+    assert [b.url.partition("://")[0] for b in built] == ["redis+cluster", "rediss+cluster"]
+    assert not any(broadcaster.running for broadcaster in built)  # nothing connected

@@ -284,3 +284,31 @@ def test_the_cluster_settings_example_builds_its_broadcasters() -> None:
     built = [value for value in namespace.values() if isinstance(value, Broadcaster)]
     assert [b.url.partition("://")[0] for b in built] == ["redis+cluster", "rediss+cluster"]
     assert not any(broadcaster.running for broadcaster in built)  # nothing connected
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_a_migrated_slot_moves_its_subscription_to_the_new_owner(
+    redis_cluster: RedisCluster,
+) -> None:
+    owners = spread(redis_cluster, per_master=1)
+    channel = sorted(owners)[0]
+    source = owners[channel]
+    target = next(node for node in owners.values() if node is not source)
+    broadcaster = Broadcaster(redis_cluster.url, probe_interval=0, reconnect_delay=0.05)
+    async with broadcaster, broadcaster.subscriber() as subscriber:
+        await subscriber.subscribe([channel])
+        assert shard_subscribers(source, channel) == 1
+        await anyio.to_thread.run_sync(redis_cluster.migrate_slot, channel, target)
+        # The source drops the sharded subscription and says so; the bridge follows.
+        with anyio.fail_after(scaled(10)):
+            statuses = [json.loads(f.text)["status"] for f in await subscriber.get()]
+            while statuses[-1] != "up":
+                statuses += [json.loads(f.text)["status"] for f in await subscriber.get()]
+        assert statuses == ["down", "up"]
+        assert shard_subscribers(target, channel) == 1
+        assert broadcaster.ready
+        await broadcaster.publish(channel, {"moved": True})
+        with anyio.fail_after(scaled(10)):
+            [frame] = await subscriber.get()
+        assert json.loads(frame.text) == {"channel": channel, "data": {"moved": True}}

@@ -120,6 +120,26 @@ class RedisCluster:
                         return next(n for n in self.nodes if n.port == port)
         raise RedisServerError(f"no master serves {key!r}")
 
+    def node_id(self, node: RedisServer) -> str:
+        """The node's cluster id."""
+        with self.client(node) as client:
+            raw = client.execute_command("CLUSTER", "MYID")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def migrate_slot(self, key: str, target: RedisServer) -> None:
+        """Move ``key``'s (empty) slot to the master ``target``, as a resharding does."""
+        source = self.owner(key)
+        with self.client(source) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with self.client(target) as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        with self.client(source) as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        for node in [target, source, *(n for n in self.masters() if n not in (source, target))]:
+            with self.client(node) as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
     def wait_healthy(self, timeout: float = _FORM_TIMEOUT) -> None:
         """Wait until every running node reports ``cluster_state:ok`` with all slots served."""
         deadline = time.monotonic() + scaled(timeout)

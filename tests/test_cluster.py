@@ -312,3 +312,54 @@ async def test_a_migrated_slot_moves_its_subscription_to_the_new_owner(
         with anyio.fail_after(scaled(10)):
             [frame] = await subscriber.get()
         assert json.loads(frame.text) == {"channel": channel, "data": {"moved": True}}
+
+
+def test_an_unreadable_slot_map_is_an_unavailable_broker_not_a_crash() -> None:
+    from wsbridge.backends.cluster import _slot_map
+
+    with pytest.raises(ValueError, match="slot range"):
+        _slot_map([[0, 99999, [b"h", 1]]], ("h", 1))
+    with pytest.raises((TypeError, ValueError, IndexError)):
+        _slot_map([[b"x"]], ("h", 1))
+    slots, masters = _slot_map([[0, 16383, [b"", 7000, b"id"]]], ("10.0.0.1", 7000))
+    assert masters == [("10.0.0.1", 7000)]  # an empty host: the address we asked
+    assert slots[16383] == ("10.0.0.1", 7000)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_the_probe_proves_every_shard_connection(redis_cluster: RedisCluster) -> None:
+    broadcaster = Broadcaster(redis_cluster.url, probe_interval=0.1, probe_timeout=2)
+    async with broadcaster, broadcaster.subscriber() as subscriber:
+        await subscriber.subscribe(sorted(spread(redis_cluster, per_master=1)))
+
+        def probes_on_every_master() -> list[bytes]:
+            found = []
+            for node in redis_cluster.masters():
+                with redis.Redis(host=HOST, port=node.port, socket_timeout=scaled(2)) as client:
+                    found += client.execute_command("PUBSUB", "SHARDCHANNELS", "__wsbridge:probe:*")
+            return found
+
+        await wait_until(lambda: len(probes_on_every_master()) == 3)
+        probe = (await anyio.to_thread.run_sync(probes_on_every_master))[0].decode()
+        owner = redis_cluster.owner(probe)
+
+        def three_probe_rounds() -> int:
+            deadline = time.monotonic() + scaled(10)
+            seen = 0
+            with redis.Redis(host=HOST, port=owner.port, socket_timeout=scaled(5)) as client:
+                pubsub = client.pubsub()
+                pubsub.ssubscribe(probe)
+                while seen < 3 and time.monotonic() < deadline:
+                    message = pubsub.get_sharded_message(timeout=1)
+                    if message is not None and message["type"] == "smessage":
+                        seen += 1
+                pubsub.close()
+            return seen
+
+        assert await anyio.to_thread.run_sync(three_probe_rounds) == 3
+        stats = broadcaster.stats()
+        assert stats.probe_failures == 0
+        assert stats.broker_reconnects == 0
+        assert stats.ready
+        assert subscriber.pending == 0

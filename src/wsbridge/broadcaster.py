@@ -726,6 +726,9 @@ class Broadcaster:
                     "wsbridge: broker subscription failed, will retry on reconnect: %s", exc
                 )
                 return False
+            # Every route is held now (a failed name is retried by each sync: it stays in
+            # the routes and out of upstream), refused names aside.
+            self._synced = True
             return True
 
     async def _subscribe_each(self, keys: set[str], first: SubscriptionRefusedError) -> None:

@@ -106,6 +106,23 @@ def parse_cluster_url(url: str) -> tuple[list[Address], dict[str, Any]]:
     return nodes, options
 
 
+def _slot_map(reply: object, address: Address) -> tuple[list[Address | None], list[Address]]:
+    """Parse ``CLUSTER SLOTS``: the owner of every slot, and the masters."""
+    slots: list[Address | None] = [None] * _SLOTS
+    masters: list[Address] = []
+    for entry in reply if isinstance(reply, list) else ():
+        start, end, primary = int(entry[0]), int(entry[1]), entry[2]
+        if not 0 <= start <= end < _SLOTS:
+            raise ValueError(f"slot range {start}-{end}")
+        # An empty host means "the address you reached me at".
+        host = _text(primary[0]) or address[0]
+        owner = (host, int(primary[1]))
+        if owner not in masters:
+            masters.append(owner)
+        slots[start : end + 1] = [owner] * (end - start + 1)
+    return slots, masters
+
+
 class _Pending:
     """A command sent on a shard's connection, still owed ``left`` replies."""
 
@@ -226,15 +243,11 @@ class RedisClusterBackend:
             finally:
                 with anyio.CancelScope(shield=True):
                     await conn.disconnect(nowait=True)
-            slots: list[Address | None] = [None] * _SLOTS
-            masters: list[Address] = []
-            for entry in reply if isinstance(reply, list) else ():
-                start, end, primary = int(entry[0]), int(entry[1]), entry[2]
-                # An empty host means "the address you reached me at".
-                host = _text(primary[0]) or address[0]
-                owner = (host, int(primary[1]))
-                masters.append(owner)
-                slots[start : end + 1] = [owner] * (end - start + 1)
+            try:
+                slots, masters = _slot_map(reply, address)
+            except (TypeError, ValueError, IndexError) as exc:
+                errors.append(f"{address}: unreadable slot map: {exc!r}")
+                continue
             if not masters:
                 errors.append(f"{address}: no slot map (is cluster mode enabled?)")
                 continue
@@ -464,9 +477,10 @@ class RedisClusterBackend:
                     continue
                 if isinstance(reply, list) and reply:
                     kind = reply[0]
-                    if kind == b"smessage" and len(reply) >= 3:
-                        await queue.put(BrokerMessage(_text(reply[1]), None, bytes(reply[2])))
-                        continue
+                    if kind == b"smessage":
+                        if len(reply) == 3 and all(isinstance(r, bytes) for r in reply[1:]):
+                            await queue.put(BrokerMessage(_text(reply[1]), None, reply[2]))
+                        continue  # anything else is not a message Redis would send
                     self._reply(shard, kind, reply)
                 elif reply == b"PONG":
                     # PING on a connection that holds no subscription answers plainly.
@@ -477,6 +491,8 @@ class RedisClusterBackend:
             )
         except BrokerUnavailableError as exc:
             self._fail(exc)
+        except Exception as exc:  # a reply we cannot read: reconnect rather than go deaf
+            self._fail(BrokerUnavailableError(f"unreadable reply from Redis at {shard}: {exc!r}"))
 
     def _reply(self, shard: _Shard, kind: bytes, reply: list[Any]) -> None:
         pending = shard.pending

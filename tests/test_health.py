@@ -39,15 +39,14 @@ async def wait_status(base: str, path: str, status: int, seconds: float = 30) ->
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["wsbridge", "uvicorn"])
 async def test_serve_answers_healthz_and_readyz_as_the_broker_comes_and_goes(
-    redis_server_factory: RedisServerFactory,
+    engine: str, redis_server_factory: RedisServerFactory
 ) -> None:
     redis_server = redis_server_factory()
     port = free_port()
-    child = Child(
-        wsbridge_command("serve", "--redis", redis_server.url, "--port", str(port)),
-        env=child_env(),
-    )
+    args = ["serve", "--redis", redis_server.url, "--port", str(port), "--server", engine]
+    child = Child(wsbridge_command(*args), env=child_env())
     base = f"http://127.0.0.1:{port}"
     try:
         child.wait_for(r"^wsbridge serve: listening on ws://", timeout=30)
@@ -71,7 +70,8 @@ async def test_serve_answers_healthz_and_readyz_as_the_broker_comes_and_goes(
         await anyio.to_thread.run_sync(redis_server.start)
         up = await wait_status(base, "/readyz", 200)
         assert up.json()["broker_reconnects"] >= 1
-        assert (await get(base, "/ws")).status_code == 426  # the WebSocket path is unchanged
+        # The WebSocket path is unchanged: a plain GET there is not a health check.
+        assert (await get(base, "/ws")).status_code == 426
     finally:
         assert child.stop() == 0, child.output()
     assert "Traceback" not in child.output()

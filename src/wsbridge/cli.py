@@ -36,9 +36,9 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
 
 import anyio
 
-from wsbridge import protocol
+from wsbridge import health, protocol
 from wsbridge._version import __version__
-from wsbridge.asgi import Message, Receive, Scope, Send, WebSocketApp
+from wsbridge.asgi import HealthApp, Message, Receive, Scope, Send, WebSocketApp
 from wsbridge.broadcaster import Broadcaster, OverflowPolicy
 from wsbridge.channel import validate_channel
 from wsbridge.endpoint import Endpoint
@@ -237,10 +237,28 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- serve ---------------------------------------------------------------------------------
 
 
+class _Checks:
+    """Answers ``GET /healthz`` and ``/readyz`` (:mod:`wsbridge.health`) in front of ``app``."""
+
+    def __init__(self, app: WebSocketApp, endpoint: Endpoint, path: str) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.checks = {
+            p: HealthApp(endpoint, ready=p == health.READYZ)
+            for p in (health.HEALTHZ, health.READYZ)
+            if p != path
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a health check, or hand the connection to the WebSocket app."""
+        check = self.checks.get(scope.get("path", "")) if scope["type"] == "http" else None
+        await (check or self.app)(scope, receive, send)
+
+
 class _HealthApp:
     """Answers ``GET <path>`` with the bridge's health; passes everything else on."""
 
-    def __init__(self, app: WebSocketApp, path: str) -> None:
+    def __init__(self, app: _Checks, path: str) -> None:
         self.app = app
         self.path = path
 
@@ -660,8 +678,8 @@ def serve(
             import uvicorn
         except ModuleNotFoundError:
             _fail("--server uvicorn needs uvicorn: pip install 'wsbridge-py[server]'")
-        ws_app = WebSocketApp(endpoint, lifespan=False, path=path)
-        app: Any = _HealthApp(ws_app, health_path) if health_path else ws_app
+        checks = _Checks(WebSocketApp(endpoint, lifespan=False, path=path), endpoint, path)
+        app: Any = _HealthApp(checks, health_path) if health_path else checks
         config = uvicorn.Config(
             app,
             host=host,

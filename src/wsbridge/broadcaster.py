@@ -869,14 +869,14 @@ class Broadcaster:
             if lost is None:
                 return
             self._connected = False
+            self._upstream.clear()
+            self._counters.broker_reconnects += 1
+            self._synced = False
             if self._restored.is_set():  # a new outage, not another attempt within one
                 down_since = time.monotonic()
                 self._restored = anyio.Event()
-            self._upstream.clear()
-            self._counters.broker_reconnects += 1
-            if self._synced:  # clients heard "up" last (or nothing): tell them once
+                # Once per outage: clients hear "up" once every channel is back.
                 self._notify(protocol.broker_status_frame("down"))
-            self._synced = False
             logger.warning("wsbridge: broker connection lost (%s); reconnecting", lost)
             await self._reconnect()
 

@@ -90,7 +90,7 @@ class RedisCluster:
         return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
     def masters(self) -> list[RedisServer]:
-        """The running nodes that are masters now, as a running node sees it."""
+        """The running nodes that serve slots as masters now, as a running node sees it."""
         by_port = {node.port: node for node in self.nodes}
         for node in self.nodes:
             if not node.running:
@@ -104,7 +104,8 @@ class RedisCluster:
                     fields = line.split()
                     port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
                     flags = fields[2]
-                    if "master" in flags and "fail" not in flags and port in by_port:
+                    serves = len(fields) > 8  # slot ranges follow the eighth field
+                    if "master" in flags and "fail" not in flags and serves and port in by_port:
                         found.append(by_port[port])
                 return found
         return []
@@ -136,7 +137,8 @@ class RedisCluster:
             client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
         with self.client(source) as client:
             client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        for node in [target, source, *(n for n in self.masters() if n not in (source, target))]:
+        # The two owners first; the other nodes learn it from them.
+        for node in (target, source):
             with self.client(node) as client:
                 client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
 

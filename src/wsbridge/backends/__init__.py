@@ -37,6 +37,11 @@ class Backend(Protocol):
     the connection is lost, then raises :class:`~wsbridge.BrokerUnavailableError`; the
     broadcaster then calls ``connect()`` again and subscribes everything anew. Every
     method may raise ``BrokerUnavailableError`` when the broker cannot be reached.
+
+    A backend with several subscription connections (one per Redis Cluster shard) may
+    also offer ``probe_channels(prefix) -> list[str]``: one channel per connection, so
+    that the broadcaster's liveness probe proves each of them; without it, the probe uses
+    one channel.
     """
 
     async def connect(self) -> None:

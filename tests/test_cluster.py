@@ -72,6 +72,8 @@ def test_the_url_scheme_chooses_the_cluster_backend() -> None:
     assert isinstance(backend_from_url("rediss+cluster://h:1/"), RedisClusterBackend)
     with pytest.raises(ConfigurationError, match="no option db"):
         backend_from_url("redis+cluster://h:1/", db=2)
+    with pytest.raises(ConfigurationError, match="rediss"):
+        backend_from_url("redis+cluster://h:1/", ssl_ca_certs="/etc/ca.pem")
 
 
 # -- against a cluster ------------------------------------------------------------------------

@@ -180,6 +180,8 @@ class RedisClusterBackend:
             )
         options.update(redis_options)
         self._tls = bool(options.pop("ssl", False))
+        if not self._tls and any(k.startswith("ssl") for k in options):
+            raise ConfigurationError("ssl_* options need a rediss+cluster:// URL")
         self._options = options
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout

@@ -261,8 +261,8 @@ async def test_a_killed_master_is_replaced_and_both_bridges_deliver_again(
                             after_up.add(frame["channel"])
                             if after_up >= set(channels):
                                 break
-                    assert statuses[0] == "down", statuses
-                    assert statuses[-1] == "up", statuses
+                    # Once each, however many attempts the reconnection took.
+                    assert statuses == ["down", "up"], statuses
                 recovered.append(time.monotonic() - killed_at)
             # The killed node comes back (as a replica of its replacement): nothing breaks.
             await anyio.to_thread.run_sync(victim.start)

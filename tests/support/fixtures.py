@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import pytest
 
 from tests.support.ci import unavailable
-from tests.support.redis_cluster import RedisCluster, find_redis_cli
+from tests.support.redis_cluster import RedisCluster, find_redis_cli, server_version
 from tests.support.redis_server import (
     BINARY_ENV,
     RedisServer,
@@ -124,5 +124,8 @@ def redis_cluster() -> Iterator[RedisCluster]:
     binary = _require_binary()
     if find_redis_cli() is None:
         unavailable("redis-cli not found: it forms the cluster (redis-cli --cluster create)")
+    version = server_version(binary)
+    if version < (7, 0):
+        unavailable(f"redis-server {version} is too old: sharded pub/sub needs Redis 7.0")
     with RedisCluster(binary=binary) as cluster:
         yield cluster

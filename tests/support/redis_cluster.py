@@ -10,6 +10,7 @@ replaced by its replica within a few seconds. The cluster is formed with
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import time
@@ -20,7 +21,7 @@ import redis
 
 from tests.support.redis_server import HOST, RedisServer, RedisServerError, free_port, scaled
 
-__all__ = ["RedisCluster", "find_redis_cli"]
+__all__ = ["RedisCluster", "find_redis_cli", "server_version"]
 
 _NODE_TIMEOUT_MS = 1000
 _FORM_TIMEOUT = 30.0
@@ -30,6 +31,15 @@ _POLL = 0.05
 def find_redis_cli() -> str | None:
     """Return the ``redis-cli`` binary on ``PATH``, or ``None``."""
     return shutil.which("redis-cli")
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """The version of a ``redis-server`` binary, from ``--version`` (``v=7.0.15``)."""
+    output = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=scaled(10), check=True
+    ).stdout
+    found = re.search(r"v=(\d+)\.(\d+)", output)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 class RedisCluster:

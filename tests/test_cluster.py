@@ -365,3 +365,89 @@ async def test_the_probe_proves_every_shard_connection(redis_cluster: RedisClust
         assert stats.broker_reconnects == 0
         assert stats.ready
         assert subscriber.pending == 0
+
+
+# -- a hostile node ---------------------------------------------------------------------------
+
+
+def resp(*items: object) -> bytes:
+    """Encode a RESP2 array of bulk strings (bytes/str), integers and nested lists."""
+
+    def one(item: object) -> bytes:
+        if isinstance(item, int):
+            return b":%d\r\n" % item
+        if isinstance(item, list):
+            return b"*%d\r\n" % len(item) + b"".join(one(i) for i in item)
+        data = item.encode() if isinstance(item, str) else bytes(item)  # type: ignore[arg-type]
+        return b"$%d\r\n%s\r\n" % (len(data), data)
+
+    return one(list(items))
+
+
+def parse_commands(buffer: bytes) -> tuple[list[list[bytes]], bytes]:
+    """Split complete RESP commands (arrays of bulk strings) off ``buffer``."""
+    commands: list[list[bytes]] = []
+    while buffer.startswith(b"*") and b"\r\n" in buffer:
+        head, _, rest = buffer.partition(b"\r\n")
+        words: list[bytes] = []
+        for _ in range(int(head[1:])):
+            size_line, sep, rest = rest.partition(b"\r\n")
+            if not sep or len(rest) < int(size_line[1:]) + 2:
+                return commands, buffer  # incomplete: wait for more
+            size = int(size_line[1:])
+            words.append(rest[:size])
+            rest = rest[size + 2 :]
+        commands.append(words)
+        buffer = rest
+    return commands, buffer
+
+
+async def test_malformed_sharded_messages_are_ignored_and_the_reader_goes_on() -> None:
+    """A node that owns every slot and sends junk among its pushes: nothing breaks."""
+    port_box: list[int] = []
+
+    async def node(stream: anyio.abc.SocketStream) -> None:
+        buffer = b""
+        async with stream:
+            while True:
+                try:
+                    buffer += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+                commands, buffer = parse_commands(buffer)
+                for words in commands:
+                    command = words[0].upper()
+                    if command == b"PING":
+                        await stream.send(b"+PONG\r\n")
+                    elif command == b"CLUSTER":
+                        slots = [[0, 16383, ["127.0.0.1", port_box[0], "id"]]]
+                        await stream.send(resp(*slots))
+                    elif command == b"SSUBSCRIBE":
+                        await stream.send(resp("ssubscribe", words[1], 1))
+                        await stream.send(
+                            resp("smessage", "ch", 10**12)  # an integer as the payload
+                            + resp("smessage", "ch")  # too short
+                            + resp("hello", 1)  # not a push Redis sends
+                            + resp("smessage", "ch", '{"ok": true}')
+                        )
+                    else:
+                        await stream.send(b"+OK\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port_box.append(listener.extra(anyio.abc.SocketAttribute.local_port))
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, node)
+        broadcaster = Broadcaster(
+            f"redis+cluster://127.0.0.1:{port_box[0]}/",
+            probe_interval=0,
+            health_check_interval=0,
+        )
+        async with broadcaster, broadcaster.subscriber() as subscriber:
+            await subscriber.subscribe(["ch"])
+            with anyio.fail_after(scaled(10)):
+                frames = await subscriber.get()
+            assert [json.loads(f.text) for f in frames] == [{"channel": "ch", "data": {"ok": True}}]
+            stats = broadcaster.stats()
+            assert stats.broker_reconnects == 0
+            assert stats.ready
+        tg.cancel_scope.cancel()

@@ -59,6 +59,7 @@ async def test_serve_answers_healthz_and_readyz_as_the_broker_comes_and_goes(
         body = ready.json()
         assert body["status"] == "ready"
         assert body["broker_connected"] is True
+        assert isinstance(body["probe_age"], float)  # the probe is on by default
         assert body["upstream_subscriptions"] == 0  # no client yet
 
         await anyio.to_thread.run_sync(redis_server.stop)
@@ -75,6 +76,21 @@ async def test_serve_answers_healthz_and_readyz_as_the_broker_comes_and_goes(
     finally:
         assert child.stop() == 0, child.output()
     assert "Traceback" not in child.output()
+
+
+async def test_serve_turns_the_probe_off_from_the_environment() -> None:
+    port = free_port()
+    child = Child(
+        wsbridge_command("serve", "--port", str(port)),
+        env=child_env(WSBRIDGE_PROBE_INTERVAL="0"),
+    )
+    try:
+        child.wait_for(r"^wsbridge serve: listening on ws://", timeout=30)
+        ready = await get(f"http://127.0.0.1:{port}", "/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["probe_age"] is None
+    finally:
+        assert child.stop() == 0, child.output()
 
 
 def starlette_app(target: Endpoint) -> Any:

@@ -88,6 +88,7 @@ ENV = {
     "keyfile": "WSBRIDGE_KEYFILE",
     "token": "WSBRIDGE_TOKEN",
     "health_path": "WSBRIDGE_HEALTH_PATH",
+    "probe_interval": "WSBRIDGE_PROBE_INTERVAL",
     "server": "WSBRIDGE_SERVER",
     "log_level": "WSBRIDGE_LOG_LEVEL",
 }
@@ -553,6 +554,15 @@ def _channel_list(channels: Sequence[str]) -> list[str]:
     "batches), or the ASGI app on uvicorn.",
 )
 @_option(
+    "--probe-interval",
+    env="probe_interval",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="After this many seconds without a broker message, check that the subscription "
+    "still delivers (a probe published to itself, 5 s to come back); 0 disables.",
+)
+@_option(
     "--health-path",
     env="health_path",
     metavar="PATH",
@@ -593,6 +603,7 @@ def serve(
     keyfile: str | None,
     engine: str,
     health_path: str | None,
+    probe_interval: float,
     log_level: str,
 ) -> None:
     """Run a standalone bridge: broker channels to WebSocket clients at --path.
@@ -626,7 +637,9 @@ def serve(
         _fail("--keyfile needs --certfile", 2)
     tls = _tls_context(certfile, keyfile) if certfile is not None else None
     try:
-        broadcaster = Broadcaster(broker_url, registry=trading.registry)
+        broadcaster = Broadcaster(
+            broker_url, registry=trading.registry, probe_interval=probe_interval
+        )
         limits = SessionLimits(
             max_frame_bytes=max_frame_bytes,
             max_subscriptions=max_subscriptions,

@@ -8,6 +8,7 @@ channel to deliver again to both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import runpy
 import time
@@ -26,7 +27,7 @@ from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import HOST, RedisServer, free_port, scaled
 from tests.support.samples import REFERENCE_EXAMPLES
-from wsbridge import Broadcaster, SubscriptionRefusedError
+from wsbridge import Broadcaster, BrokerUnavailableError, SubscriptionRefusedError
 from wsbridge.backends import backend_from_url
 from wsbridge.backends.cluster import (
     PATTERN_REFUSAL,
@@ -451,3 +452,57 @@ async def test_malformed_sharded_messages_are_ignored_and_the_reader_goes_on() -
             assert stats.broker_reconnects == 0
             assert stats.ready
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_an_acl_denial_refuses_only_that_channel(redis_cluster: RedisCluster) -> None:
+    for node in redis_cluster.nodes:  # ACLs are per node in a cluster
+        with redis_cluster.client(node) as client:
+            client.execute_command(
+                "ACL", "SETUSER", "bridge", "on", ">bridge-pw", "~*", "&allowed:*", "+@all"
+            )
+    broadcaster = Broadcaster(
+        redis_cluster.url,
+        probe_interval=0,
+        backend_options={"username": "bridge", "password": "bridge-pw"},
+    )
+    async with broadcaster, broadcaster.subscriber() as subscriber:
+        with pytest.raises(SubscriptionRefusedError) as refused:
+            await subscriber.subscribe(["allowed:1", "secret:1"])
+        assert refused.value.channels == ["secret:1"]
+        assert subscriber.subscriptions == {"allowed:1"}
+        assert broadcaster.stats().broker_reconnects == 0
+        assert broadcaster.ready
+        await broadcaster.publish("allowed:1", {"n": 1})
+        with anyio.fail_after(scaled(10)):
+            [frame] = await subscriber.get()
+        assert json.loads(frame.text) == {"channel": "allowed:1", "data": {"n": 1}}
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_a_restarted_master_gets_its_subscriptions_back(redis_cluster: RedisCluster) -> None:
+    owners = spread(redis_cluster, per_master=1)
+    channel = sorted(owners)[0]
+    node = owners[channel]
+    broadcaster = Broadcaster(redis_cluster.url, probe_interval=0, reconnect_delay=0.05)
+    async with broadcaster, broadcaster.subscriber() as subscriber:
+        await subscriber.subscribe(sorted(owners))
+        await anyio.to_thread.run_sync(node.restart)  # SIGTERM, then back on its port
+        with anyio.fail_after(scaled(30)):
+            statuses = [json.loads(f.text)["status"] for f in await subscriber.get()]
+            while statuses[-1] != "up":
+                statuses += [json.loads(f.text)["status"] for f in await subscriber.get()]
+        assert statuses == ["down", "up"]
+        await anyio.to_thread.run_sync(redis_cluster.wait_healthy)
+        # On whichever master owns it now (a slow restart may have let a replica take over).
+        await wait_until(lambda: shard_subscribers(redis_cluster.owner(channel), channel) == 1)
+        with anyio.fail_after(scaled(10)):
+            while True:  # a failover may still move the slot: publish until it arrives
+                with contextlib.suppress(BrokerUnavailableError):
+                    await broadcaster.publish(channel, {"back": True})
+                with anyio.move_on_after(1):
+                    [frame] = await subscriber.get()
+                    break
+        assert json.loads(frame.text) == {"channel": channel, "data": {"back": True}}

@@ -39,7 +39,7 @@ import anyio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.crc import key_slot
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from wsbridge.backends import BrokerMessage
 from wsbridge.exceptions import (
@@ -524,8 +524,9 @@ class RedisClusterBackend:
     def _refuse(self, shard: _Shard, exc: ResponseError) -> None:
         head = shard.pending.popleft() if shard.pending else None
         message = str(exc)
-        if head is None or head.kind != b"ssubscribe" or message.startswith(("MOVED", "ASK")):
-            # A redirection: our slot map is stale. Anything else: the connection is unusable.
+        if head is None or head.kind != b"ssubscribe" or not isinstance(exc, NoPermissionError):
+            # Only an ACL denial refuses names. MOVED or ASK: our slot map is stale;
+            # CLUSTERDOWN, TRYAGAIN, LOADING: the cluster is changing. Reconnect and retry.
             raise BrokerUnavailableError(f"Redis at {shard} answered: {message}")
         for name in head.keys:
             shard.refused[name] = message

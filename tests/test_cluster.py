@@ -111,11 +111,11 @@ async def wait_until(predicate: Any, seconds: float = 10) -> None:
 @pytest.mark.redis
 @pytest.mark.slow
 async def test_one_sharded_subscription_per_channel_on_its_owner(
-    redis_cluster: RedisCluster,
+    shared_redis_cluster: RedisCluster,
 ) -> None:
-    owners = spread(redis_cluster)
+    owners = spread(shared_redis_cluster)
     channels = sorted(owners)
-    async with Broadcaster(redis_cluster.url, probe_interval=0) as broadcaster:
+    async with Broadcaster(shared_redis_cluster.url, probe_interval=0) as broadcaster:
         async with broadcaster.subscriber() as first, broadcaster.subscriber() as second:
             await first.subscribe(channels)
             await second.subscribe(channels)
@@ -142,9 +142,9 @@ async def test_one_sharded_subscription_per_channel_on_its_owner(
 @pytest.mark.redis
 @pytest.mark.slow
 async def test_patterns_are_refused_and_exact_channels_still_work(
-    redis_cluster: RedisCluster,
+    shared_redis_cluster: RedisCluster,
 ) -> None:
-    broadcaster = Broadcaster(redis_cluster.url, probe_interval=0)
+    broadcaster = Broadcaster(shared_redis_cluster.url, probe_interval=0)
     async with broadcaster, broadcaster.subscriber() as subscriber:
         with pytest.raises(SubscriptionRefusedError) as refused:
             await subscriber.subscribe(["risk:*", "risk:alert"])
@@ -161,8 +161,10 @@ async def test_patterns_are_refused_and_exact_channels_still_work(
 
 @pytest.mark.redis
 @pytest.mark.slow
-async def test_wsbridge_publish_sends_to_the_channel_shard(redis_cluster: RedisCluster) -> None:
-    owner = redis_cluster.owner("trade:executed")
+async def test_wsbridge_publish_sends_to_the_channel_shard(
+    shared_redis_cluster: RedisCluster,
+) -> None:
+    owner = shared_redis_cluster.owner("trade:executed")
     with redis.Redis(host=HOST, port=owner.port, socket_timeout=scaled(5)) as client:
         pubsub = client.pubsub()
         pubsub.ssubscribe("trade:executed")
@@ -170,7 +172,7 @@ async def test_wsbridge_publish_sends_to_the_channel_shard(redis_cluster: RedisC
         trade = REFERENCE_EXAMPLES["trade:executed"]
         publisher = Child(
             wsbridge_command(
-                "publish", "trade:executed", json.dumps(trade), "--redis", redis_cluster.url
+                "publish", "trade:executed", json.dumps(trade), "--redis", shared_redis_cluster.url
             )
         )
         assert await anyio.to_thread.run_sync(publisher.wait) == 0, publisher.output()
@@ -331,21 +333,21 @@ def test_an_unreadable_slot_map_is_an_unavailable_broker_not_a_crash() -> None:
 
 @pytest.mark.redis
 @pytest.mark.slow
-async def test_the_probe_proves_every_shard_connection(redis_cluster: RedisCluster) -> None:
-    broadcaster = Broadcaster(redis_cluster.url, probe_interval=0.1, probe_timeout=2)
+async def test_the_probe_proves_every_shard_connection(shared_redis_cluster: RedisCluster) -> None:
+    broadcaster = Broadcaster(shared_redis_cluster.url, probe_interval=0.1, probe_timeout=2)
     async with broadcaster, broadcaster.subscriber() as subscriber:
-        await subscriber.subscribe(sorted(spread(redis_cluster, per_master=1)))
+        await subscriber.subscribe(sorted(spread(shared_redis_cluster, per_master=1)))
 
         def probes_on_every_master() -> list[bytes]:
             found = []
-            for node in redis_cluster.masters():
+            for node in shared_redis_cluster.masters():
                 with redis.Redis(host=HOST, port=node.port, socket_timeout=scaled(2)) as client:
                     found += client.execute_command("PUBSUB", "SHARDCHANNELS", "__wsbridge:probe:*")
             return found
 
         await wait_until(lambda: len(probes_on_every_master()) == 3)
         probe = (await anyio.to_thread.run_sync(probes_on_every_master))[0].decode()
-        owner = redis_cluster.owner(probe)
+        owner = shared_redis_cluster.owner(probe)
 
         def three_probe_rounds() -> int:
             deadline = time.monotonic() + scaled(10)
@@ -456,14 +458,14 @@ async def test_malformed_sharded_messages_are_ignored_and_the_reader_goes_on() -
 
 @pytest.mark.redis
 @pytest.mark.slow
-async def test_an_acl_denial_refuses_only_that_channel(redis_cluster: RedisCluster) -> None:
-    for node in redis_cluster.nodes:  # ACLs are per node in a cluster
-        with redis_cluster.client(node) as client:
+async def test_an_acl_denial_refuses_only_that_channel(shared_redis_cluster: RedisCluster) -> None:
+    for node in shared_redis_cluster.nodes:  # ACLs are per node in a cluster
+        with shared_redis_cluster.client(node) as client:
             client.execute_command(
                 "ACL", "SETUSER", "bridge", "on", ">bridge-pw", "~*", "&allowed:*", "+@all"
             )
     broadcaster = Broadcaster(
-        redis_cluster.url,
+        shared_redis_cluster.url,
         probe_interval=0,
         backend_options={"username": "bridge", "password": "bridge-pw"},
     )

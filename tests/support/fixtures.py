@@ -5,7 +5,8 @@
 * ``redis_url``: the shared server's URL.
 * ``redis_server_factory``: a callable that starts fresh servers, all closed after the test.
 * ``redis_client``: a sync ``redis.Redis`` on the shared server, flushed before the test.
-* ``redis_cluster``: a fresh Redis Cluster (three masters, three replicas) for one test.
+* ``redis_cluster``: a fresh Redis Cluster (three masters, three replicas) for one test;
+  ``shared_redis_cluster``: one for a whole module, for tests that change no topology.
 
 Without a ``redis-server`` binary the tests that use these fixtures are skipped, or fail
 when the ``CI`` environment variable is set, so CI never passes by skipping them.
@@ -35,6 +36,7 @@ __all__ = [
     "RedisServerFactory",
     "redis_client",
     "redis_cluster",
+    "shared_redis_cluster",
     "redis_server",
     "redis_server_factory",
     "redis_url",
@@ -115,17 +117,28 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         client.close()
 
 
-@pytest.fixture
-def redis_cluster() -> Iterator[RedisCluster]:
-    """A Redis Cluster of six fresh nodes (three masters, one replica each), for one test.
-
-    The test may kill and restart nodes: the cluster is torn down afterwards.
-    """
+def _cluster_binary() -> str:
     binary = _require_binary()
     if find_redis_cli() is None:
         unavailable("redis-cli not found: it forms the cluster (redis-cli --cluster create)")
     version = server_version(binary)
     if version < (7, 0):
         unavailable(f"redis-server {version} is too old: sharded pub/sub needs Redis 7.0")
-    with RedisCluster(binary=binary) as cluster:
+    return binary
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of six fresh nodes (three masters, one replica each), for one test.
+
+    The test may kill and restart nodes: the cluster is torn down afterwards.
+    """
+    with RedisCluster(binary=_cluster_binary()) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def shared_redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster shared by a module's tests, which must leave its topology alone."""
+    with RedisCluster(binary=_cluster_binary()) as cluster:
         yield cluster

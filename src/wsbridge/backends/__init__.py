@@ -92,7 +92,7 @@ def backend_from_url(url: str, **options: Any) -> Backend:
             from wsbridge.backends.cluster import RedisClusterBackend
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ConfigurationError(
-                "the Redis Cluster backend needs redis-py: pip install 'wsbridge[cluster]'"
+                "the Redis Cluster backend needs redis-py: pip install 'wsbridge-py[cluster]'"
             ) from exc
         return RedisClusterBackend(url, **options)
     raise ConfigurationError(

@@ -15,8 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from wsbridge import Broadcaster, Endpoint
-from wsbridge.backends import BrokerMessage
+from wsbridge import Broadcaster, Endpoint, Frame, Subscriber, protocol
 from wsbridge.endpoint import TransportClosed
 
 pytestmark = pytest.mark.anyio
@@ -178,12 +177,24 @@ async def test_the_fan_out_hands_a_suspended_write_to_a_task_and_goes_on(channel
 async def test_a_closed_connection_gets_no_direct_write() -> None:
     # Closing a subscriber (an idle timeout, say) wakes its send loop to close the socket;
     # an event fanned out before that loop runs must not be written after the close.
+    opened: list[Subscriber] = []
+
+    class Recording(Endpoint):
+        def open(self) -> Subscriber:
+            subscriber = super().open()
+            opened.append(subscriber)
+            return subscriber
+
     async with Broadcaster() as b, anyio.create_task_group() as tg:
-        _, closing, ok = await pair(tg, b, "prices")
-        # The subscriber whose writer sends through ``closing``.
-        subscriber = next(s for s in b._subscribers if getattr(s.sink, "_send", 0) == closing.send)
-        subscriber.close(4000, "idle timeout")
-        b._dispatch(BrokerMessage("prices", None, b'{"i": 0}'))
+        endpoint = Recording(b, channels=["prices"], idle_timeout=None)
+        closing, ok = Recorder(), Recorder()
+        await connect(tg, endpoint, closing)
+        await connect(tg, endpoint, ok)
+        first, _ = opened
+        first.close(4000, "idle timeout")
+        frame = Frame("prices", protocol.encode_event("prices", '{"i": 0}'))
+        for subscriber in opened:  # what the fan-out does, in the same loop iteration
+            subscriber.push(frame)
         await ok.wait_for(2)
         with anyio.fail_after(5):
             while closing.closed is None:

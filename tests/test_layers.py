@@ -25,6 +25,7 @@ PACKAGE = SRC / "wsbridge"
 BASE = {"wsbridge.exceptions", "wsbridge._version"}
 PURE_CORE = {
     "wsbridge.channel",
+    "wsbridge.outbox",
     "wsbridge.protocol",
     "wsbridge.session",
     "wsbridge.schema",
@@ -35,7 +36,7 @@ PURE_CORE = {
 RUNTIME = {
     "wsbridge.broadcaster",
     "wsbridge.endpoint",
-    "wsbridge._direct",
+    "wsbridge.delivery",
     "wsbridge.backends",
     "wsbridge.backends.memory",
     "wsbridge.backends.redis",

@@ -15,18 +15,15 @@ import math
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 
 from wsbridge import protocol
-from wsbridge._direct import fan_out
 from wsbridge.backends import Backend, BrokerMessage, backend_from_url
 from wsbridge.channel import glob_match, is_pattern, validate_channel
 from wsbridge.exceptions import (
@@ -35,10 +32,8 @@ from wsbridge.exceptions import (
     ConfigurationError,
     SubscriptionRefusedError,
 )
+from wsbridge.outbox import QUEUED, Connection, Frame, Outbox, OverflowPolicy, Pushed
 from wsbridge.schema import DeliveryKind, Registry
-
-if TYPE_CHECKING:
-    from wsbridge._direct import DirectWriter
 
 __all__ = ["Broadcaster", "Frame", "OverflowPolicy", "Stats", "Subscriber"]
 
@@ -51,48 +46,6 @@ _MAX_NAME = 4096
 _REFUSAL_MEMORY = 10.0
 # How long a subscription made while the broker is away waits for the reconnection.
 _RESTORE_WAIT = 5.0
-
-
-class OverflowPolicy(str, Enum):
-    """What a subscriber does when its outbox is full.
-
-    In both cases ``state`` channels are conflated first: only the newest unsent value
-    per channel is kept. ``DISCONNECT`` (the default) then closes the client with
-    :data:`~wsbridge.protocol.CLOSE_SLOW_CONSUMER` so it reconnects and resynchronises;
-    ``DROP`` discards the new frame and counts it.
-    """
-
-    DISCONNECT = "disconnect"
-    DROP = "drop"
-
-
-class Frame:
-    """One outbound frame, built once and shared by every recipient.
-
-    ``text`` is the frame's JSON text; ``wire`` its bytes as one WebSocket frame, built on
-    first use, for servers that write to sockets directly.
-    """
-
-    __slots__ = ("_wire", "channel", "conflatable", "size", "text")
-
-    def __init__(self, channel: str, text: str, *, conflatable: bool = False) -> None:
-        self.channel = channel
-        self.text = text
-        self.size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        self.conflatable = conflatable
-        self._wire: bytes | None = None
-
-    @property
-    def wire(self) -> bytes:
-        """The frame as WebSocket wire bytes (unmasked text frame), computed once."""
-        wire = self._wire
-        if wire is None:
-            payload = self.text.encode("utf-8", "surrogatepass")
-            wire = self._wire = protocol.websocket_text_frame(payload)
-        return wire
-
-    def __repr__(self) -> str:
-        return f"Frame({self.channel!r}, {self.text[:60]!r})"
 
 
 @dataclass
@@ -163,33 +116,77 @@ class _Counters:
         counters[name] = counters.get(name, 0) + n
 
 
+class _Pull:
+    """The connection of a subscriber read with :meth:`Subscriber.get` or ``async for``."""
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | anyio.Event | None = None
+
+    def offer(self, frame: Frame) -> bool:
+        return False
+
+    def wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if isinstance(waiter, asyncio.Future):
+            if not waiter.done():
+                waiter.set_result(None)
+        elif waiter is not None:
+            waiter.set()
+
+    async def wait(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): anyio's portable event
+            event = anyio.Event()
+            self._waiter = event
+            await event.wait()
+        else:
+            # On asyncio a bare future wakes the reader for a third of the CPU of an
+            # anyio Event: this runs once per delivery at steady rates.
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiter = future
+            await future
+
+
+class _Sink:
+    """A plain callable as a connection (:attr:`Subscriber.sink`), read otherwise by pull."""
+
+    __slots__ = ("offer", "pull")
+
+    def __init__(self, offer: Callable[[Frame], bool], pull: _Pull) -> None:
+        self.offer = offer
+        self.pull = pull
+
+    def wake(self) -> None:
+        self.pull.wake()
+
+
 class Subscriber:
-    """One client of the broadcaster: its subscriptions and its bounded outbox.
+    """One client of the broadcaster: its subscriptions, its outbox and its connection.
 
     Create one with :meth:`Broadcaster.subscriber` and use it as an async context
-    manager; leaving it drops every subscription. Iterate it (or call :meth:`get`) to
-    receive frames; an adapter writes ``frame.text`` to its socket.
+    manager; leaving it drops every subscription. Read it with ``async for`` (or
+    :meth:`get`), or :meth:`attach` a :class:`~wsbridge.outbox.Connection` that writes
+    its frames to a socket.
     """
 
     __slots__ = (
         "__weakref__",
         "_broadcaster",
-        "_bytes",
         "_channels",
+        "_connection",
         "_counters",
-        "_max_bytes",
-        "_max_messages",
+        "_outbox",
         "_patterns",
-        "_policy",
-        "_queue",
+        "_pull",
+        "_sink",
         "_verdicts",
-        "_wakeup",
-        "_writer",
         "allow",
         "close_code",
         "close_reason",
         "on_close",
-        "sink",
     )
 
     def __init__(
@@ -200,28 +197,17 @@ class Subscriber:
         max_bytes: int,
         overflow: OverflowPolicy,
     ) -> None:
-        if max_messages < 1 or max_bytes < 1:
-            raise ConfigurationError("outbox limits must be positive")
+        self._outbox = Outbox(max_messages=max_messages, max_bytes=max_bytes, policy=overflow)
         self._broadcaster = broadcaster
         self._counters = broadcaster._counters
-        self._max_messages = max_messages
-        self._max_bytes = max_bytes
-        self._policy = OverflowPolicy(overflow)
-        self._queue: deque[Frame] = deque()
-        self._bytes = 0
-        self._wakeup: asyncio.Future[None] | anyio.Event | None = None
+        self._pull = _Pull()
+        self._connection: Connection = self._pull
+        self._sink: Callable[[Frame], bool] | None = None
         self._channels: set[str] = set()
         self._patterns: list[str] = []
         #: Set when the subscriber must be disconnected: the close code and reason.
         self.close_code: int | None = None
         self.close_reason = ""
-        #: A server that can write without waiting sets this: ``sink(frame)`` returns True
-        #: when it took the frame. The outbox is used only while the sink refuses.
-        self.sink: Callable[[Frame], bool] | None = None
-        # A writer that stands in for the waiting get() (see wsbridge._direct): the fan-out
-        # writes through it while it is ready, and a frame queued meanwhile is left to its
-        # defer() instead of waking get(), unless it declines.
-        self._writer: DirectWriter | None = None
         #: Called once when the subscriber is told to disconnect.
         self.on_close: Callable[[], None] | None = None
         #: Authorization of concrete channels reached through a pattern: an authorized
@@ -229,6 +215,29 @@ class Subscriber:
         #: channel and remembered.
         self.allow: Callable[[str], bool] | None = None
         self._verdicts: dict[str, bool] = {}
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def open(self) -> None:
+        """Register with the broadcaster (``async with`` does this); it must be running."""
+        self._broadcaster._attach(self)
+
+    async def aclose(self) -> None:
+        """Drop every subscription and leave the broadcaster (``async with`` does this)."""
+        await self._broadcaster._detach(self)
+
+    async def __aenter__(self) -> Subscriber:
+        self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.aclose()
 
     # -- subscriptions -------------------------------------------------------------
 
@@ -271,12 +280,31 @@ class Subscriber:
                 return p == pattern
         return False
 
-    # -- outbox --------------------------------------------------------------------
+    # -- delivery ------------------------------------------------------------------
+
+    def attach(self, connection: Connection | None) -> None:
+        """Have ``connection`` write this subscriber's frames; ``None``: read by pull again."""
+        self._sink = None
+        self._connection = self._pull if connection is None else connection
+
+    @property
+    def sink(self) -> Callable[[Frame], bool] | None:
+        """A callable that takes a frame at once (True) or refuses it (False), or ``None``.
+
+        Setting it attaches a connection whose :meth:`~wsbridge.outbox.Connection.offer`
+        is the callable; refused frames wait in the outbox for :meth:`get`.
+        """
+        return self._sink
+
+    @sink.setter
+    def sink(self, offer: Callable[[Frame], bool] | None) -> None:
+        self.attach(None if offer is None else _Sink(offer, self._pull))
+        self._sink = offer
 
     @property
     def pending(self) -> int:
         """Frames waiting to be sent."""
-        return len(self._queue)
+        return len(self._outbox)
 
     @property
     def closed(self) -> bool:
@@ -284,53 +312,39 @@ class Subscriber:
         return self.close_code is not None
 
     def push(self, frame: Frame) -> None:
-        """Queue a frame without waiting; apply the overflow policy when full."""
+        """Deliver a frame without waiting: to the connection, or into the outbox."""
         if self.close_code is not None:
             return
-        queue = self._queue
-        sink = self.sink
-        if sink is not None and not queue and sink(frame):
+        outbox = self._outbox
+        connection = self._connection
+        # Order: a connection takes a frame itself only while nothing is queued before it.
+        if not outbox and connection.offer(frame):
             counters = self._counters
             counters.messages_out += 1
             counters.bytes_out += frame.size
             return
-        full = len(queue) >= self._max_messages or self._bytes + frame.size > self._max_bytes
-        if full and not self._make_room(frame):
-            return
-        queue.append(frame)
-        self._bytes += frame.size
-        if self._wakeup is not None:
-            writer = self._writer
-            if writer is None or not writer.defer():
-                self._wake()
+        pushed = outbox.push(frame)
+        if pushed is not QUEUED:
+            self._overflowed(frame, pushed)
+            if not pushed.queued:
+                return
+        connection.wake()
 
     def send_text(self, text: str) -> None:
         """Queue a control frame (a pong, an acknowledgement) for this client only."""
         self.push(Frame("", text))
 
-    def _make_room(self, frame: Frame) -> bool:
+    def _overflowed(self, frame: Frame, pushed: Pushed) -> None:
         counters = self._counters
-        if frame.conflatable:
-            stale = [f for f in self._queue if f.channel == frame.channel]
-            if stale:
-                keep = [f for f in self._queue if f.channel != frame.channel]
-                self._queue.clear()
-                self._queue.extend(keep)
-                self._bytes -= sum(f.size for f in stale)
-                counters.conflated += len(stale)
-                counters.bump(frame.channel, "conflated", len(stale))
-            if (
-                len(self._queue) < self._max_messages
-                and self._bytes + frame.size <= self._max_bytes
-            ):
-                return True
-        if self._policy is OverflowPolicy.DROP and frame.channel:
+        if pushed.conflated:
+            counters.conflated += pushed.conflated
+            counters.bump(frame.channel, "conflated", pushed.conflated)
+        if pushed.dropped:
             counters.dropped += 1
             counters.bump(frame.channel, "dropped")
-            return False
-        counters.slow_consumer_disconnects += 1
-        self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound buffer full")
-        return False
+        elif pushed.overflow:
+            counters.slow_consumer_disconnects += 1
+            self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound buffer full")
 
     def close(self, code: int, reason: str) -> None:
         """Ask the driver to close this client; pending frames are discarded."""
@@ -338,56 +352,28 @@ class Subscriber:
             return
         self.close_code = code
         self.close_reason = reason
-        if self._writer is not None:
-            self._writer.ready = False
-        self._queue.clear()
-        self._bytes = 0
-        if self._wakeup is not None:
-            self._wake()
+        self._outbox.close()
+        self._connection.wake()
         if self.on_close is not None:
             self.on_close()
 
     def get_nowait(self) -> list[Frame]:
         """Take every pending frame, oldest first, without waiting."""
-        frames = list(self._queue)
-        self._queue.clear()
+        outbox = self._outbox
+        sent = outbox.bytes
+        frames = outbox.take()
         counters = self._counters
         counters.messages_out += len(frames)
-        counters.bytes_out += self._bytes
-        self._bytes = 0
+        counters.bytes_out += sent
         return frames
 
-    def _attach_writer(self, writer: DirectWriter | None) -> None:
-        # The writer is also the sink. The broadcaster counts writers, to take the plain
-        # fan-out when there are none.
-        if (self._writer is None) != (writer is None):
-            self._broadcaster._writers += 1 if writer is not None else -1
-        self._writer = writer
-        self.sink = writer
-
-    def _wake(self) -> None:
-        wakeup, self._wakeup = self._wakeup, None
-        if isinstance(wakeup, asyncio.Future):
-            if not wakeup.done():
-                wakeup.set_result(None)
-        elif wakeup is not None:
-            wakeup.set()
-
     async def get(self) -> list[Frame]:
-        """Wait for frames and take all of them; an empty list means: close now."""
-        while not self._queue and self.close_code is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # not asyncio (trio): anyio's portable event
-                event = anyio.Event()
-                self._wakeup = event
-                await event.wait()
-            else:
-                # On asyncio a bare future wakes the send loop for a third of the CPU of
-                # an anyio Event: this runs once per delivery at steady rates.
-                future: asyncio.Future[None] = loop.create_future()
-                self._wakeup = future
-                await future
+        """Wait for frames and take all of them; an empty list means: close now.
+
+        Only for a subscriber read by pull (no connection attached).
+        """
+        while not self._outbox and self.close_code is None:
+            await self._pull.wait()
         if self.close_code is not None:
             return []
         return self.get_nowait()
@@ -402,19 +388,6 @@ class Subscriber:
                 return
             for frame in frames:
                 yield frame
-
-    async def __aenter__(self) -> Subscriber:
-        self._broadcaster._attach(self)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._broadcaster._detach(self)
 
 
 ValidationPolicy = Literal["forward", "drop", "off"]
@@ -494,7 +467,6 @@ class Broadcaster:
         self._log_interval = log_interval
         self._counters = _Counters()
         self._subscribers: set[Subscriber] = set()
-        self._writers = 0  # subscribers with a direct writer attached
         # A route is an insertion-ordered dict used as a set: clients get each event in the
         # order they subscribed, not in an order set by memory addresses.
         self._routes: dict[str, dict[Subscriber, None]] = {}
@@ -834,11 +806,8 @@ class Broadcaster:
                 for s in route
                 if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
             )
-        if self._writers:  # some clients can be written to from here (wsbridge._direct)
-            fan_out(frame, targets, self._counters)
-        else:
-            for subscriber in targets:
-                subscriber.push(frame)
+        for subscriber in targets:
+            subscriber.push(frame)
 
     def _dispatch_failed(self, message: BrokerMessage, exc: Exception) -> None:
         self._counters.dispatch_errors += 1

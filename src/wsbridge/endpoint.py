@@ -13,24 +13,25 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import anyio
 
 from wsbridge import protocol
-from wsbridge._direct import DirectWriter
-from wsbridge.broadcaster import Broadcaster, OverflowPolicy, Subscriber
+from wsbridge.broadcaster import Broadcaster, Subscriber
 from wsbridge.channel import validate_channel
+from wsbridge.delivery import Suspended, flusher, start_send
 from wsbridge.exceptions import (
     AuthenticationError,
     BrokerUnavailableError,
     ConfigurationError,
     SubscriptionRefusedError,
 )
+from wsbridge.outbox import Frame, OverflowPolicy
 from wsbridge.permissions import AllowList
 from wsbridge.session import Close, Command, Reply, Session, SessionLimits, Subscribe, Unsubscribe
 
@@ -153,27 +154,194 @@ class Handshake:
     subprotocol: str | None = None
 
 
-def _direct_writer(
-    subscriber: Subscriber, transport: Transport, done: anyio.Event, scope: anyio.CancelScope
-) -> DirectWriter | None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # trio: frames always go through the send loop
-        return None
-    # A transport may offer its server's send() unwrapped: one coroutine less per frame
-    # and client. Its errors are not mapped, so all of them mean the client has gone.
-    raw = getattr(transport, "send_direct", None)
-    send = raw if raw is not None else transport.send
+class _SendPath:
+    """The endpoint's :class:`~wsbridge.outbox.Connection`: a send loop, and direct writes.
 
-    def fail(exc: BaseException) -> None:
-        if raw is None and not isinstance(exc, TransportClosed):
+    The send loop waits for frames and writes them through the transport. On asyncio,
+    while it waits, frames do not wake it: the first frame of an event-loop iteration is
+    written at once from the fan-out (``offer``), and frames queued after it in the same
+    iteration are written together as the iteration ends, by the loop's flusher. Waking
+    one task per client per event was the largest cost of the ASGI adapters at a steady
+    rate. A write that suspends (a full socket) is finished by a task of its own, and
+    the connection's later frames queue behind it for the send loop, in order.
+    """
+
+    __slots__ = (
+        "_done",
+        "_epoch",
+        "_failed",
+        "_flusher",
+        "_idle",
+        "_inflight",
+        "_raw",
+        "_scheduled",
+        "_scope",
+        "_send",
+        "_subscriber",
+        "_transport",
+        "_waiter",
+    )
+
+    def __init__(
+        self,
+        subscriber: Subscriber,
+        transport: Transport,
+        done: anyio.Event,
+        scope: anyio.CancelScope,
+    ) -> None:
+        self._subscriber = subscriber
+        self._transport = transport
+        self._done = done
+        self._scope = scope
+        # A transport may offer its server's send() unwrapped: one coroutine less per frame
+        # and client. Its errors are not mapped, so all of them mean the client has gone.
+        raw = getattr(transport, "send_direct", None)
+        self._raw = raw is not None
+        self._send: Callable[[str], Awaitable[None]] = raw if raw is not None else transport.send
+        self._flusher = flusher()  # None under trio: every frame goes through the send loop
+        self._waiter: asyncio.Future[None] | anyio.Event | None = None
+        self._idle = False
+        self._inflight: asyncio.Task[None] | None = None
+        self._failed = False
+        self._scheduled = False
+        self._epoch = -1
+
+    # -- Connection ------------------------------------------------------------------
+
+    def offer(self, frame: Frame) -> bool:
+        """Write the first frame of an event-loop iteration at once, if the loop waits."""
+        flusher = self._flusher
+        if (
+            flusher is None
+            or not self._idle
+            or self._inflight is not None
+            or self._epoch == flusher.epoch
+            or self._failed
+        ):
+            return False
+        self._epoch = flusher.epoch
+        flusher.touch()  # this iteration's later frames are batched by the flusher
+        self._write((frame,))
+        return True
+
+    def wake(self) -> None:
+        """Frames are queued, or the subscriber closed: flush them, or wake the send loop."""
+        flusher = self._flusher
+        if (
+            flusher is not None
+            and self._idle
+            and self._inflight is None
+            and self._subscriber.close_code is None
+        ):
+            if not self._scheduled:
+                self._scheduled = True
+                flusher.add(self)
+            return
+        self._wake_loop()
+
+    def flush(self) -> None:
+        """Write every queued frame now (the flusher calls this)."""
+        self._scheduled = False
+        if not self._idle or self._failed:
+            return  # the send loop is running, or the connection is ending
+        if self._inflight is not None or self._subscriber.close_code is not None:
+            self._wake_loop()
+            return
+        self._write(self._subscriber.get_nowait())
+
+    # -- writes from outside the send loop --------------------------------------------
+
+    def _write(self, frames: Sequence[Frame]) -> None:
+        send = self._send
+        for i, frame in enumerate(frames):
+            try:
+                suspended = start_send(send(frame.text))
+            except Exception as exc:
+                self._fail(exc)  # never let one client's error reach the fan-out
+                return
+            if suspended is not None:
+                self._inflight = asyncio.get_running_loop().create_task(
+                    self._finish(suspended, frames[i + 1 :])
+                )
+                return
+
+    async def _finish(self, suspended: Suspended, rest: Sequence[Frame]) -> None:
+        try:
+            await suspended
+            for frame in rest:
+                await self._send(frame.text)
+        except Exception as exc:
+            self._fail(exc)
+        else:
+            self._inflight = None
+            if self._subscriber.pending or self._subscriber.closed:
+                self._wake_loop()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        if not self._raw and not isinstance(exc, TransportClosed):
             logger.error("wsbridge: sending to a client failed; closing it", exc_info=exc)
         else:
             logger.debug("wsbridge: a client has gone: %r", exc)
-        done.set()
-        scope.cancel()
+        self._done.set()
+        self._scope.cancel()
 
-    return DirectWriter(subscriber, send, fail)
+    def _wake_loop(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if isinstance(waiter, asyncio.Future):
+            if not waiter.done():
+                waiter.set_result(None)
+        elif waiter is not None:
+            waiter.set()
+
+    # -- the send loop -------------------------------------------------------------------
+
+    async def _wait(self) -> None:
+        if self._flusher is None:
+            event = anyio.Event()
+            self._waiter = event
+            await event.wait()
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter = future
+        self._idle = True
+        try:
+            await future
+        finally:
+            self._idle = False
+
+    async def run(self) -> None:
+        """Write the subscriber's frames until it closes, then close the transport."""
+        subscriber = self._subscriber
+        transport = self._transport
+        try:
+            while True:
+                while not subscriber.pending and not subscriber.closed:
+                    await self._wait()
+                task = self._inflight
+                if task is not None:  # a direct write suspended: it goes first
+                    await asyncio.wait((task,))
+                    if task.cancelled():  # its frames may not have gone out
+                        self._fail(asyncio.CancelledError())
+                    self._inflight = None
+                if subscriber.closed:
+                    break
+                for frame in subscriber.get_nowait():
+                    await transport.send(frame.text)
+            code = subscriber.close_code or protocol.CLOSE_GOING_AWAY
+            with anyio.CancelScope(shield=True):
+                await transport.close(code, subscriber.close_reason)
+        except TransportClosed:
+            pass
+        finally:
+            self._failed = True
+            task, self._inflight = self._inflight, None
+            if task is not None and not task.done():
+                task.cancel()
+            self._done.set()
+            self._scope.cancel()
 
 
 async def _expire(subscriber: Subscriber, delay: float) -> None:
@@ -328,24 +496,42 @@ class Endpoint:
         subscriber.allow = check
         return Session(default_channels=self.channels, limits=self.limits, authorize=check)
 
+    def open(self) -> Subscriber:
+        """Open a subscriber for one accepted connection, with this endpoint's outbox limits.
+
+        It is registered with the broadcaster and counted in :attr:`connections` until
+        :meth:`release`. :meth:`serve` does both; a server that drives connections itself
+        (the standalone server) calls them.
+        """
+        subscriber = self.broadcaster.subscriber(
+            max_messages=self.max_buffer_messages,
+            max_bytes=self.max_buffer_bytes,
+            overflow=self.overflow,
+        )
+        subscriber.open()
+        self._open += 1
+        return subscriber
+
+    def release(self, subscriber: Subscriber) -> Coroutine[Any, Any, None]:
+        """Stop counting a connection :meth:`open` counted; await the result to detach it."""
+        self._open -= 1
+        return subscriber.aclose()
+
     async def serve(self, transport: Transport, principal: object = True) -> None:
         """Run one accepted connection until the client leaves or is closed."""
-        self._open += 1
+        subscriber = self.open()
         try:
-            subscriber = self.broadcaster.subscriber(
-                max_messages=self.max_buffer_messages,
-                max_bytes=self.max_buffer_bytes,
-                overflow=self.overflow,
-            )
             session = self.connect(subscriber, principal)
             sent_close = anyio.Event()
             expires_in = self.expires_in(principal)
-            async with subscriber, anyio.create_task_group() as tg:
-                tg.start_soon(self._send_loop, transport, subscriber, sent_close, tg.cancel_scope)
+            async with anyio.create_task_group() as tg:
+                path = _SendPath(subscriber, transport, sent_close, tg.cancel_scope)
+                subscriber.attach(path)
+                tg.start_soon(path.run)
                 if expires_in is not None:
                     tg.start_soon(_expire, subscriber, expires_in)
                 try:
-                    await self._apply(session.start(), subscriber, session)
+                    await self.apply(session.start(), subscriber, session)
                     await self._receive_loop(transport, session, subscriber)
                     if subscriber.closed:
                         # Let the send loop deliver the close frame, within a bound.
@@ -354,44 +540,9 @@ class Endpoint:
                 finally:
                     tg.cancel_scope.cancel()
         finally:
-            self._open -= 1
-
-    async def _send_loop(
-        self,
-        transport: Transport,
-        subscriber: Subscriber,
-        done: anyio.Event,
-        scope: anyio.CancelScope,
-    ) -> None:
-        direct = _direct_writer(subscriber, transport, done, scope)
-        if direct is not None:
-            subscriber._attach_writer(direct)
-        try:
-            while True:
-                if direct is None:
-                    frames = await subscriber.get()
-                else:
-                    direct.idle = True
-                    try:
-                        frames = await subscriber.get()
-                    finally:
-                        direct.idle = False
-                    await direct.drain()
-                if not frames:
-                    break
-                for frame in frames:
-                    await transport.send(frame.text)
-            code = subscriber.close_code or protocol.CLOSE_GOING_AWAY
+            subscriber.attach(None)
             with anyio.CancelScope(shield=True):
-                await transport.close(code, subscriber.close_reason)
-        except TransportClosed:
-            pass
-        finally:
-            if direct is not None:
-                subscriber._attach_writer(None)
-                direct.cancel()
-            done.set()
-            scope.cancel()
+                await self.release(subscriber)
 
     async def _receive_loop(
         self, transport: Transport, session: Session, subscriber: Subscriber
@@ -414,17 +565,33 @@ class Endpoint:
                 if isinstance(data, str)
                 else session.receive_bytes(data, now)
             )
-            await self._apply(commands, subscriber, session)
+            await self.apply(commands, subscriber, session)
             if session.closed:
                 return
 
-    async def _apply(
-        self, commands: list[Command], subscriber: Subscriber, session: Session
+    @staticmethod
+    def apply_now(command: Command, subscriber: Subscriber) -> bool:
+        """Carry out a command that needs no waiting (a reply, a close); False otherwise."""
+        if isinstance(command, Reply):
+            subscriber.send_text(command.text)
+        elif isinstance(command, Close):
+            subscriber.close(command.code, command.reason)
+        else:
+            return False
+        return True
+
+    async def apply(
+        self, commands: Iterable[Command], subscriber: Subscriber, session: Session
     ) -> None:
+        """Carry out a session's commands for its subscriber, in order.
+
+        Subscriptions wait for the broker; a refusal is reported to the client, and the
+        acknowledgement leaves out what was refused.
+        """
         for command in commands:
-            if isinstance(command, Reply):
-                subscriber.send_text(command.text)
-            elif isinstance(command, Subscribe):
+            if self.apply_now(command, subscriber):
+                continue
+            if isinstance(command, Subscribe):
                 refused: list[str] = []
                 try:
                     await subscriber.subscribe(command.channels)
@@ -443,5 +610,3 @@ class Endpoint:
                     )
             elif isinstance(command, Unsubscribe):
                 await subscriber.unsubscribe(command.channels)
-            elif isinstance(command, Close):
-                subscriber.close(command.code, command.reason)

@@ -33,9 +33,11 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from wsbridge import health, protocol
-from wsbridge.broadcaster import Broadcaster, Frame, Subscriber
+from wsbridge.broadcaster import Broadcaster, Subscriber
+from wsbridge.delivery import flusher
 from wsbridge.endpoint import ConnectionInfo, Endpoint, as_endpoint
-from wsbridge.session import Close, Command, Reply, Session, Subscribe, Unsubscribe
+from wsbridge.outbox import Frame
+from wsbridge.session import Command, Session, Subscribe, Unsubscribe
 
 __all__ = ["Server"]
 
@@ -84,8 +86,6 @@ class Server:
         self._started: asyncio.Event | None = None
         self._connections: set[_Connection] = set()
         self._tasks: dict[asyncio.Task[Any], bool] = {}
-        self._dirty: list[_Connection] = []
-        self._flush_scheduled = False
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -171,29 +171,21 @@ class Server:
                 if connection.last_seen < deadline and connection.subscriber is not None:
                     connection.subscriber.close(protocol.CLOSE_IDLE_TIMEOUT, "idle timeout")
 
-    def _mark_dirty(self, connection: _Connection) -> None:
-        self._dirty.append(connection)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        # Once per loop iteration: every client gets one write for all its pending frames.
-        self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for connection in dirty:
-            connection.write_pending()
-
 
 class _Connection(asyncio.Protocol):
-    """One client: the websockets protocol state, the session, and the subscriber."""
+    """One client: the websockets protocol state, the session, and the subscriber.
+
+    It is its subscriber's :class:`~wsbridge.outbox.Connection`: ``offer`` appends a
+    frame's shared wire bytes to the pending list while the socket takes data, and the
+    loop's flusher writes that list with one ``writelines()`` as the iteration ends.
+    """
 
     __slots__ = (
         "close_timer",
         "dirty",
         "ended",
         "expiry",
+        "flusher",
         "fragments",
         "last_seen",
         "ops",
@@ -225,7 +217,10 @@ class _Connection(asyncio.Protocol):
         self.fragments: tuple[Opcode, list[bytes]] | None = None
         # True once the stream is ended (EOF or close written): nothing more may follow.
         self.ended = False
+        found = flusher()
         assert server._loop is not None
+        assert found is not None
+        self.flusher = found
         self.last_seen = server._loop.time()
 
     # -- asyncio.Protocol ----------------------------------------------------------
@@ -271,10 +266,8 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         subscriber, self.subscriber = self.subscriber, None
         if subscriber is not None:
-            subscriber.sink = None
-            subscriber.on_close = None
-            self.server.endpoint._open -= 1
-            self.server._spawn(self.server.broadcaster._detach(subscriber), cancellable=False)
+            subscriber.attach(None)
+            self.server._spawn(self.server.endpoint.release(subscriber), cancellable=False)
 
     def abort(self) -> None:
         """Drop the TCP connection at once (shutdown of clients that did not leave)."""
@@ -340,15 +333,8 @@ class _Connection(asyncio.Protocol):
         self._send_protocol_data()
         if self.ws.state is not State.OPEN:
             return
-        subscriber = endpoint.broadcaster.subscriber(
-            max_messages=endpoint.max_buffer_messages,
-            max_bytes=endpoint.max_buffer_bytes,
-            overflow=endpoint.overflow,
-        )
-        endpoint.broadcaster._attach(subscriber)
-        endpoint._open += 1
-        subscriber.sink = self._sink
-        subscriber.on_close = self._on_subscriber_closed
+        subscriber = endpoint.open()
+        subscriber.attach(self)
         self.subscriber = subscriber
         self.session = endpoint.connect(subscriber, handshake.principal)
         expires_in = endpoint.expires_in(handshake.principal)
@@ -396,7 +382,7 @@ class _Connection(asyncio.Protocol):
             isinstance(c, (Subscribe, Unsubscribe)) for c in commands
         ):
             for command in commands:
-                self._apply_now(command)
+                Endpoint.apply_now(command, self.subscriber)
             return
         if len(self.ops) + len(commands) > _MAX_PENDING_OPS:
             self.subscriber.close(protocol.CLOSE_POLICY_VIOLATION, "too many pending requests")
@@ -406,37 +392,47 @@ class _Connection(asyncio.Protocol):
         if self.worker is None:
             self.worker = self.server._spawn(self._work())
 
-    def _apply_now(self, command: Command) -> None:
-        assert self.subscriber is not None
-        if isinstance(command, Reply):
-            self.subscriber.send_text(command.text)
-        elif isinstance(command, Close):
-            self.subscriber.close(command.code, command.reason)
-
     async def _work(self) -> None:
         try:
             for _ in range(_MAX_PENDING_OPS * 4):
                 if not self.ops or self.subscriber is None:
                     break
                 command = self.ops.popleft()
-                if isinstance(command, (Reply, Close)):
-                    self._apply_now(command)
-                else:
+                if not Endpoint.apply_now(command, self.subscriber):
                     assert self.session is not None
-                    await self.server.endpoint._apply([command], self.subscriber, self.session)
+                    await self.server.endpoint.apply([command], self.subscriber, self.session)
         finally:
             self.worker = None
 
     # -- frames out ----------------------------------------------------------------
 
-    def _sink(self, frame: Frame) -> bool:
+    def offer(self, frame: Frame) -> bool:
+        """Take the frame's wire bytes for this iteration's write, unless the socket is full."""
         if self.paused or self.transport is None:
             return False
         self.pending.append(frame.wire)
         if not self.dirty:
             self.dirty = True
-            self.server._mark_dirty(self)
+            self.flusher.add(self)
         return True
+
+    def wake(self) -> None:
+        """The subscriber closed (send the close frame), or frames wait in its outbox."""
+        subscriber = self.subscriber
+        if subscriber is not None and subscriber.closed:
+            self._on_subscriber_closed()
+        elif not self.paused and not self.dirty:
+            self.dirty = True
+            self.flusher.add(self)
+
+    def flush(self) -> None:
+        """Write what is pending, and what waited in the outbox, with one call."""
+        self.write_pending()
+        subscriber = self.subscriber
+        if not self.paused and subscriber is not None and subscriber.pending:
+            backlog = subscriber.get_nowait()
+            if self.transport is not None:
+                self.transport.writelines([frame.wire for frame in backlog])
 
     def write_pending(self) -> None:
         """Write every pending frame with one call."""

@@ -1,0 +1,190 @@
+"""One client's outbound side, without I/O: its frames, its bounded outbox, its writer.
+
+* A :class:`Frame` is one outbound frame, built once and shared by every recipient.
+* An :class:`Outbox` is a client's bounded queue of frames. It is a plain object: no
+  event loop, no clock, no socket. :meth:`Outbox.push` applies the bounds, the
+  conflation of state channels and the overflow policy, and says what it did;
+  :meth:`Outbox.take` hands over everything queued; :meth:`Outbox.close` discards it.
+* A :class:`Connection` is what writes a client's frames: every way wsbridge writes to a
+  socket (the endpoint's send path for the ASGI and aiohttp adapters, the standalone
+  server's protocol, a subscriber read with ``async for``) implements it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from wsbridge import protocol
+from wsbridge.exceptions import ConfigurationError
+
+__all__ = ["QUEUED", "REFUSED", "Connection", "Frame", "Outbox", "OverflowPolicy", "Pushed"]
+
+
+class OverflowPolicy(str, Enum):
+    """What a subscriber does when its outbox is full.
+
+    In both cases ``state`` channels are conflated first: only the newest unsent value
+    per channel is kept. ``DISCONNECT`` (the default) then closes the client with
+    :data:`~wsbridge.protocol.CLOSE_SLOW_CONSUMER` so it reconnects and resynchronises;
+    ``DROP`` discards the new frame and counts it.
+    """
+
+    DISCONNECT = "disconnect"
+    DROP = "drop"
+
+
+class Frame:
+    """One outbound frame, built once and shared by every recipient.
+
+    ``text`` is the frame's JSON text; ``wire`` its bytes as one WebSocket frame, built on
+    first use, for servers that write to sockets directly. ``channel`` is empty for a
+    control frame (a pong, an acknowledgement), which is never dropped.
+    """
+
+    __slots__ = ("_wire", "channel", "conflatable", "size", "text")
+
+    def __init__(self, channel: str, text: str, *, conflatable: bool = False) -> None:
+        self.channel = channel
+        self.text = text
+        self.size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        self.conflatable = conflatable
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        """The frame as WebSocket wire bytes (unmasked text frame), computed once."""
+        wire = self._wire
+        if wire is None:
+            payload = self.text.encode("utf-8", "surrogatepass")
+            wire = self._wire = protocol.websocket_text_frame(payload)
+        return wire
+
+    def __repr__(self) -> str:
+        return f"Frame({self.channel!r}, {self.text[:60]!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """What :meth:`Outbox.push` did with a frame.
+
+    ``queued``: the frame is in the outbox. ``conflated``: older frames of its state
+    channel removed to make room. ``dropped``: the frame was discarded (policy ``DROP``).
+    ``overflow``: the outbox was full and the policy is ``DISCONNECT``: the outbox closed
+    itself, and the client must be disconnected as a slow consumer.
+    """
+
+    queued: bool
+    conflated: int = 0
+    dropped: bool = False
+    overflow: bool = False
+
+
+#: The usual outcome: queued, nothing else happened. Compare with ``is``.
+QUEUED = Pushed(True)
+#: The outbox is closed: the frame was ignored.
+REFUSED = Pushed(False)
+
+
+class Outbox:
+    """A bounded queue of frames for one client, with its overflow policy. No I/O.
+
+    It holds at most ``max_messages`` frames and ``max_bytes`` bytes of frame text (UTF-8).
+    A frame that does not fit first makes room by conflation, if its channel carries state
+    (every older queued frame of that channel goes); if it still does not fit, ``DROP``
+    discards it (control frames are never dropped: they overflow instead) and
+    ``DISCONNECT`` closes the outbox.
+    """
+
+    __slots__ = ("_bytes", "_closed", "_frames", "max_bytes", "max_messages", "policy")
+
+    def __init__(
+        self,
+        *,
+        max_messages: int = 1000,
+        max_bytes: int = 4 * 1024 * 1024,
+        policy: OverflowPolicy | str = OverflowPolicy.DISCONNECT,
+    ) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            raise ConfigurationError("outbox limits must be positive")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.policy = OverflowPolicy(policy)
+        self._frames: deque[Frame] = deque()
+        self._bytes = 0
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of frame text queued."""
+        return self._bytes
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, by :meth:`close` or by an overflow: pushes are then refused."""
+        return self._closed
+
+    def push(self, frame: Frame) -> Pushed:
+        """Queue ``frame``, or apply the overflow policy when it does not fit."""
+        if self._closed:
+            return REFUSED
+        frames = self._frames
+        if len(frames) < self.max_messages and self._bytes + frame.size <= self.max_bytes:
+            frames.append(frame)
+            self._bytes += frame.size
+            return QUEUED
+        conflated = 0
+        if frame.conflatable:
+            channel = frame.channel
+            keep = [f for f in frames if f.channel != channel]
+            conflated = len(frames) - len(keep)
+            if conflated:
+                frames.clear()
+                frames.extend(keep)
+                self._bytes = sum(f.size for f in keep)
+            if len(frames) < self.max_messages and self._bytes + frame.size <= self.max_bytes:
+                frames.append(frame)
+                self._bytes += frame.size
+                return Pushed(True, conflated=conflated)
+        if self.policy is OverflowPolicy.DROP and frame.channel:
+            return Pushed(False, conflated=conflated, dropped=True)
+        self.close()
+        return Pushed(False, conflated=conflated, overflow=True)
+
+    def take(self) -> list[Frame]:
+        """Remove and return every queued frame, oldest first."""
+        frames = list(self._frames)
+        self._frames.clear()
+        self._bytes = 0
+        return frames
+
+    def close(self) -> None:
+        """Discard every queued frame and refuse later pushes."""
+        self._closed = True
+        self._frames.clear()
+        self._bytes = 0
+
+
+class Connection(Protocol):
+    """What writes one client's frames: the seam between fan-out and sockets.
+
+    The broadcaster calls :meth:`offer` for a frame when the client's outbox is empty; a
+    connection that can write it at once without waiting does so and returns True.
+    Otherwise the frame goes to the outbox, and :meth:`wake` says there is something to
+    take: the connection takes it with ``subscriber.take()`` when its socket allows.
+    :meth:`wake` is also called once when the subscriber is closed. Neither may raise or
+    wait: a connection that fails ends itself.
+    """
+
+    def offer(self, frame: Frame) -> bool:
+        """Write ``frame`` now, without waiting, and return True; or return False."""
+        ...
+
+    def wake(self) -> None:
+        """The outbox has frames to take, or the subscriber was closed."""
+        ...

@@ -17,12 +17,18 @@ in nanoseconds of process CPU per delivery. Run it as::
 
     python benchmarks/inprocess.py            # every app, 3 processes each, interleaved
     python benchmarks/inprocess.py --apps asgi,reference --n 1000 --processes 5
+    python benchmarks/inprocess.py --baseline-src ../base/src --save out.jsonl
+
+``--baseline-src DIR`` also runs each wsbridge app against the wsbridge sources in DIR (as
+``APP@before``, interleaved with the others); ``--save FILE`` appends every sample, one
+JSON object per line.
 """
 
 import argparse
 import asyncio
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -187,6 +193,9 @@ def main() -> None:
     p.add_argument("--events", type=int, default=100, help="events per round")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per process")
     p.add_argument("--processes", type=int, default=3, help="fresh processes per app")
+    p.add_argument("--baseline-src", help="also run the wsbridge apps against DIR's wsbridge")
+    p.add_argument("--baseline-label", default="before", help="suffix of those apps' names")
+    p.add_argument("--save", help="append every sample to this JSON Lines file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -196,9 +205,23 @@ def main() -> None:
     unknown = set(apps) - set(APPS)
     if unknown:
         p.error(f"unknown apps: {', '.join(sorted(unknown))}")
-    samples: dict[str, list[float]] = {a: [] for a in apps}
-    for _ in range(args.processes):
-        for app in apps:
+    runs: list[tuple[str, str | None]] = [(a, None) for a in apps]
+    if args.baseline_src:
+        label = f"@{args.baseline_label}"
+        runs = []
+        for a in apps:
+            if a != "reference":
+                runs.append((a + label, a))  # right before the app: interleaved
+            runs.append((a, None))
+    samples: dict[str, list[float]] = {name: [] for name, _ in runs}
+    for process in range(args.processes):
+        for name, baseline_of in runs:
+            app = baseline_of or name
+            env = dict(os.environ)
+            if baseline_of is not None:
+                env["PYTHONPATH"] = os.pathsep.join(
+                    p for p in [args.baseline_src, env.get("PYTHONPATH", "")] if p
+                )
             command = [sys.executable, __file__, "--child", app, "--n", str(args.n)]
             command += ["--events", str(args.events), "--rounds", str(args.rounds)]
             out = subprocess.run(
@@ -207,10 +230,16 @@ def main() -> None:
                 text=True,
                 timeout=600,
                 check=False,
+                env=env,
             )
             if out.returncode != 0:
-                raise SystemExit(f"{app} failed:\n{out.stderr}{out.stdout}")
-            samples[app].extend(json.loads(out.stdout.splitlines()[-1])["ns"])
+                raise SystemExit(f"{name} failed:\n{out.stderr}{out.stdout}")
+            ns = json.loads(out.stdout.splitlines()[-1])["ns"]
+            samples[name].extend(ns)
+            if args.save:
+                record = {"app": name, "process": process, "n": args.n, "ns": ns}
+                with open(args.save, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
     base = min(samples["reference"]) if "reference" in samples else None
     print(f"N = {args.n}, {args.processes} processes x {args.rounds} rounds x {args.events} events")
     print()

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,10 @@ class Target:
     copies: str = "1"
     #: default largest N; above it the target is skipped (override on the command line)
     max_n: int | None = None
+    #: the script in targets/ (default: ``name``)
+    script: str = ""
+    #: the wsbridge sources to run it against (default: this checkout's src/)
+    src: Path | None = None
 
     def copies_for(self, n: int) -> int:
         """How many copies of each event each of ``n`` clients receives by design."""
@@ -383,6 +387,8 @@ class Config:
     setup: bool
     profile: bool
     argv: list[str] = field(default_factory=list)
+    #: targets run against another wsbridge source tree (``--baseline-src``), by name
+    variants: dict[str, Target] = field(default_factory=dict)
 
 
 class CaseError(Exception):
@@ -403,12 +409,12 @@ async def run_case(
     tag = f"{target.name}-n{n}-r{rep}"
     port = free_port()
     env = dict(os.environ)
-    if (REPO / "src" / "wsbridge").is_dir():  # measure this checkout of wsbridge
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in [str(REPO / "src"), env.get("PYTHONPATH", "")] if p
-        )
+    src = target.src or REPO / "src"
+    if (src / "wsbridge").is_dir():  # measure this checkout of wsbridge, or the baseline's
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(src), env.get("PYTHONPATH", "")] if p)
     cmd = [
-        target_python(cfg, target.name), str(HERE / "targets" / f"{target.name}.py"),
+        target_python(cfg, target.script or target.name),
+        str(HERE / "targets" / f"{target.script or target.name}.py"),
         "--redis", redis_url, "--host", "127.0.0.1", "--port", str(port),
         "--loop", cfg.loop, "--channels", *cfg.channels,
     ]  # fmt: skip
@@ -418,7 +424,7 @@ async def run_case(
     factory = EventFactory(cfg.channels)
     result: dict[str, Any] = {"target": target.name, "n": n, "rep": rep, "modes": {}}
     if target.name.startswith("wsbridge"):
-        result["wsbridge_tree"] = tree_digest(REPO / "src" / "wsbridge")
+        result["wsbridge_tree"] = tree_digest(src / "wsbridge")
     try:
         code = await wait_port(port, server, 30)
         if code == EXIT_UNAVAILABLE:
@@ -783,7 +789,7 @@ def problems(cfg: Config, groups: dict[tuple[str, int], dict[str, Any]]) -> list
     """What makes the run fail: losses, unexpected duplicates, bad frames, failed starts."""
     out = []
     for (name, n), g in groups.items():
-        target = TARGETS[name]
+        target = cfg.variants.get(name) or TARGETS[name]
         for r in g["failed"]:
             out.append(f"{name} N={n} rep {r['rep'] + 1}: {r.get('detail', 'failed')}")
         for mode in cfg.modes:
@@ -813,7 +819,12 @@ def render(cfg: Config, groups: dict[tuple[str, int], dict[str, Any]], meta: dic
         "per event delivered to one client (first copy only).",
         "",
     ]
-    order = [t for t in TARGETS if t in cfg.targets]
+    order = [
+        name
+        for t in TARGETS
+        if t in cfg.targets
+        for name in [*(v for v in cfg.variants if v.partition("@")[0] == t), t]
+    ]
     for mode in cfg.modes:
         if mode == "throughput":
             lines += [
@@ -842,7 +853,7 @@ def render(cfg: Config, groups: dict[tuple[str, int], dict[str, Any]], meta: dic
                     continue
                 s = g.get(mode, {})
                 status = _status(g, s)
-                dup = _dup_text(TARGETS[name], n, s)
+                dup = _dup_text(cfg.variants.get(name) or TARGETS[name], n, s)
                 loss = str(s.get("losses", "-")) if s.get("count") else "-"
                 if mode == "throughput":
                     cpu = s.get("cpu_us_per_delivery")
@@ -872,13 +883,17 @@ def render(cfg: Config, groups: dict[tuple[str, int], dict[str, Any]], meta: dic
         for d in sorted(set(g["details"]))
         if d
     ]
-    trees = sorted({t for g in groups.values() for t in g.get("trees", [])})
-    if trees:
-        notes.append(
-            "- wsbridge sources measured (sha256 of src/wsbridge/**/*.py): "
-            + ", ".join(trees)
-            + (" - they changed during the run" if len(trees) > 1 else "")
-        )
+    for label, keys in (
+        ("this checkout", [k for k in groups if "@" not in k[0]]),
+        ("--baseline-src", [k for k in groups if "@" in k[0]]),
+    ):
+        trees = sorted({t for k in keys for t in groups[k].get("trees", [])})
+        if trees:
+            notes.append(
+                f"- wsbridge sources measured, {label} (sha256 of src/wsbridge/**/*.py): "
+                + ", ".join(trees)
+                + (" - they changed during the run" if len(trees) > 1 else "")
+            )
     if notes:
         lines += ["Notes:", "", *notes, ""]
     return "\n".join(lines)
@@ -987,6 +1002,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="interpreter for one target (default: benchmarks/.venvs/NAME if it exists)",
     )  # fmt: skip
     p.add_argument(
+        "--baseline-src", type=Path, metavar="DIR",
+        help="also run every wsbridge target against the wsbridge sources in DIR (a src/ "
+        "folder, e.g. of a git worktree at another commit), interleaved, as NAME@LABEL",
+    )  # fmt: skip
+    p.add_argument("--baseline-label", default="before", help="LABEL of --baseline-src's targets")
+    p.add_argument(
         "--setup", action="store_true",
         help="create the virtualenvs of targets with conflicting pins (broadcaster), then exit",
     )  # fmt: skip
@@ -1015,6 +1036,19 @@ def parse_args(argv: list[str] | None = None) -> Config:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         p.error(f"unknown targets {unknown}; choose from {list(TARGETS)}")
+    variants: dict[str, Target] = {}
+    if a.baseline_src is not None:
+        base = a.baseline_src.resolve()
+        if not (base / "wsbridge" / "__init__.py").is_file():
+            p.error(f"--baseline-src {base}: no wsbridge package there")
+        with_baseline: list[str] = []
+        for t in targets:
+            if t.startswith("wsbridge"):
+                name = f"{t}@{a.baseline_label}"
+                variants[name] = replace(TARGETS[t], name=name, script=t, src=base)
+                with_baseline.append(name)  # right before the target: interleaved
+            with_baseline.append(t)
+        targets = with_baseline
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     if not modes or any(m not in ("throughput", "rate") for m in modes):
         p.error("--modes takes throughput and/or rate")
@@ -1046,6 +1080,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         setup=a.setup,
         profile=a.profile,
         argv=list(argv if argv is not None else sys.argv[1:]),
+        variants=variants,
     )
 
 
@@ -1077,7 +1112,7 @@ async def amain(cfg: Config) -> int:
             (rep, n, name) for rep in range(cfg.repeats) for n in cfg.ns for name in cfg.targets
         ]
         for i, (rep, n, name) in enumerate(cases, 1):
-            target = TARGETS[name]
+            target = cfg.variants.get(name) or TARGETS[name]
             limit_n = cfg.reference_max_n if target.copies == "n" else target.max_n
             if limit_n is not None and n > limit_n:
                 if rep == 0:

@@ -318,17 +318,20 @@ class Subscriber:
         outbox = self._outbox
         connection = self._connection
         # Order: a connection takes a frame itself only while nothing is queued before it.
-        if not outbox and connection.offer(frame):
+        if not outbox.frames and connection.offer(frame):
             counters = self._counters
             counters.messages_out += 1
             counters.bytes_out += frame.size
             return
-        pushed = outbox.push(frame)
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: Frame) -> None:
+        pushed = self._outbox.push(frame)
         if pushed is not QUEUED:
             self._overflowed(frame, pushed)
             if not pushed.queued:
                 return
-        connection.wake()
+        self._connection.wake()
 
     def send_text(self, text: str) -> None:
         """Queue a control frame (a pong, an acknowledgement) for this client only."""
@@ -806,8 +809,21 @@ class Broadcaster:
                 for s in route
                 if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
             )
+        # Subscriber.push, with its common case inline: this runs once per delivery.
+        taken = 0
         for subscriber in targets:
-            subscriber.push(frame)
+            if (
+                subscriber.close_code is None
+                and not subscriber._outbox.frames
+                and subscriber._connection.offer(frame)
+            ):
+                taken += 1
+            elif subscriber.close_code is None:
+                subscriber._enqueue(frame)
+        if taken:
+            counters = self._counters
+            counters.messages_out += taken
+            counters.bytes_out += taken * frame.size
 
     def _dispatch_failed(self, message: BrokerMessage, exc: Exception) -> None:
         self._counters.dispatch_errors += 1

@@ -39,30 +39,31 @@ class Flushable(Protocol):
 class Flusher:
     """Calls ``flush()`` of every registered connection once, as an iteration ends."""
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "epoch")
+    __slots__ = ("_loop", "_pending", "epoch", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._pending: list[Flushable] = []
-        self._scheduled = False
-        #: Advances once per event-loop iteration in which the flusher ran.
+        #: True while a run is scheduled for the end of this iteration (read only).
+        self.scheduled = False
+        #: Advances once per event-loop iteration in which the flusher ran (read only).
         self.epoch = 0
 
     def touch(self) -> None:
         """Make sure this iteration ends with a run, which advances :attr:`epoch`."""
-        if not self._scheduled:
-            self._scheduled = True
+        if not self.scheduled:
+            self.scheduled = True
             self._loop.call_soon(self._run)
 
     def add(self, connection: Flushable) -> None:
         """Flush ``connection`` at the end of this iteration (add it once per iteration)."""
         self._pending.append(connection)
-        if not self._scheduled:
-            self._scheduled = True
+        if not self.scheduled:
+            self.scheduled = True
             self._loop.call_soon(self._run)
 
     def _run(self) -> None:
-        self._scheduled = False
+        self.scheduled = False
         self.epoch += 1
         pending, self._pending = self._pending, []
         for connection in pending:

@@ -174,6 +174,7 @@ class _SendPath:
         "_idle",
         "_inflight",
         "_raw",
+        "_ready",
         "_scheduled",
         "_scope",
         "_send",
@@ -205,34 +206,34 @@ class _SendPath:
         self._failed = False
         self._scheduled = False
         self._epoch = -1
+        # Idle, nothing in flight, not failed: kept up to date on each change, because
+        # the fan-out reads it once per client and event.
+        self._ready = False
 
     # -- Connection ------------------------------------------------------------------
 
     def offer(self, frame: Frame) -> bool:
         """Write the first frame of an event-loop iteration at once, if the loop waits."""
         flusher = self._flusher
-        if (
-            flusher is None
-            or not self._idle
-            or self._inflight is not None
-            or self._epoch == flusher.epoch
-            or self._failed
-        ):
+        if not self._ready or flusher is None or self._epoch == flusher.epoch:
             return False
         self._epoch = flusher.epoch
-        flusher.touch()  # this iteration's later frames are batched by the flusher
-        self._write((frame,))
+        if not flusher.scheduled:
+            flusher.touch()  # this iteration's later frames are batched by the flusher
+        try:
+            suspended = start_send(self._send(frame.text))
+        except Exception as exc:
+            self._fail(exc)  # never let one client's error reach the fan-out
+            return True
+        if suspended is not None:
+            self._inflight = asyncio.get_running_loop().create_task(self._finish(suspended, ()))
+            self._ready = False
         return True
 
     def wake(self) -> None:
         """Frames are queued, or the subscriber closed: flush them, or wake the send loop."""
         flusher = self._flusher
-        if (
-            flusher is not None
-            and self._idle
-            and self._inflight is None
-            and self._subscriber.close_code is None
-        ):
+        if flusher is not None and self._ready and self._subscriber.close_code is None:
             if not self._scheduled:
                 self._scheduled = True
                 flusher.add(self)
@@ -263,6 +264,7 @@ class _SendPath:
                 self._inflight = asyncio.get_running_loop().create_task(
                     self._finish(suspended, frames[i + 1 :])
                 )
+                self._ready = False
                 return
 
     async def _finish(self, suspended: Suspended, rest: Sequence[Frame]) -> None:
@@ -274,6 +276,7 @@ class _SendPath:
             self._fail(exc)
         else:
             self._inflight = None
+            self._update()
             if self._subscriber.pending or self._subscriber.closed:
                 self._wake_loop()
 
@@ -281,12 +284,16 @@ class _SendPath:
         if self._failed:
             return
         self._failed = True
+        self._ready = False
         if not self._raw and not isinstance(exc, TransportClosed):
             logger.error("wsbridge: sending to a client failed; closing it", exc_info=exc)
         else:
             logger.debug("wsbridge: a client has gone: %r", exc)
         self._done.set()
         self._scope.cancel()
+
+    def _update(self) -> None:
+        self._ready = self._idle and self._inflight is None and not self._failed
 
     def _wake_loop(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -307,10 +314,11 @@ class _SendPath:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiter = future
         self._idle = True
+        self._update()
         try:
             await future
         finally:
-            self._idle = False
+            self._idle = self._ready = False
 
     async def run(self) -> None:
         """Write the subscriber's frames until it closes, then close the transport."""
@@ -326,6 +334,7 @@ class _SendPath:
                     if task.cancelled():  # its frames may not have gone out
                         self._fail(asyncio.CancelledError())
                     self._inflight = None
+                    self._update()
                 if subscriber.closed:
                     break
                 for frame in subscriber.get_nowait():
@@ -337,6 +346,7 @@ class _SendPath:
             pass
         finally:
             self._failed = True
+            self._ready = False
             task, self._inflight = self._inflight, None
             if task is not None and not task.done():
                 task.cancel()

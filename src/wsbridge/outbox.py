@@ -98,7 +98,7 @@ class Outbox:
     ``DISCONNECT`` closes the outbox.
     """
 
-    __slots__ = ("_bytes", "_closed", "_frames", "max_bytes", "max_messages", "policy")
+    __slots__ = ("_bytes", "_closed", "frames", "max_bytes", "max_messages", "policy")
 
     def __init__(
         self,
@@ -112,12 +112,13 @@ class Outbox:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.policy = OverflowPolicy(policy)
-        self._frames: deque[Frame] = deque()
+        #: The queued frames, oldest first: read them; change them only through the methods.
+        self.frames: deque[Frame] = deque()
         self._bytes = 0
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self.frames)
 
     @property
     def bytes(self) -> int:
@@ -133,7 +134,7 @@ class Outbox:
         """Queue ``frame``, or apply the overflow policy when it does not fit."""
         if self._closed:
             return REFUSED
-        frames = self._frames
+        frames = self.frames
         if len(frames) < self.max_messages and self._bytes + frame.size <= self.max_bytes:
             frames.append(frame)
             self._bytes += frame.size
@@ -158,15 +159,15 @@ class Outbox:
 
     def take(self) -> list[Frame]:
         """Remove and return every queued frame, oldest first."""
-        frames = list(self._frames)
-        self._frames.clear()
+        frames = list(self.frames)
+        self.frames.clear()
         self._bytes = 0
         return frames
 
     def close(self) -> None:
         """Discard every queued frame and refuse later pushes."""
         self._closed = True
-        self._frames.clear()
+        self.frames.clear()
         self._bytes = 0
 
 

@@ -6,6 +6,9 @@ protocol, session, schema, trading, export: no I/O, no event loop); the runtime
 client, the command line, the test helpers, the demo). A layer imports only from below,
 and nothing below the edges imports a web framework. Importing the package, or one
 adapter, must not load any other framework: that is checked in fresh interpreters.
+
+Two rules hold across every module: no import circle (imports under ``TYPE_CHECKING``
+included), and no module reads another module's private names, by attribute or by import.
 """
 
 from __future__ import annotations
@@ -210,3 +213,140 @@ def test_the_aiohttp_adapter_does_not_load_starlette() -> None:
     loaded = _top(_loaded_after("import wsbridge.aiohttp"))
     assert "aiohttp" in loaded
     assert not loaded & {"starlette", "fastapi", "uvicorn", "hypercorn", "click"}
+
+
+# -- no import circle, no private names across modules ------------------------------------
+
+
+def _package_imports(module: str) -> set[str]:
+    """The package's modules that ``module`` imports, its own parent packages left out.
+
+    A submodule reads its package's shared names (``wsbridge.backends.memory`` imports
+    ``wsbridge.backends.BrokerMessage``), and importing ``wsbridge.x`` loads ``wsbridge``:
+    that is how packages work, not a circle between two modules.
+    """
+    return {
+        name
+        for name in _imports(MODULES[module])
+        if name in MODULES and name != module and not module.startswith(name + ".")
+    }
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle in ``graph`` (module -> modules it imports), or None."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return None
+        for child in sorted(graph.get(node, ())):
+            found = visit(child, [*path, node])
+            if found:
+                return found
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        found = visit(start, [])
+        if found:
+            return found
+    return None
+
+
+def test_there_is_no_import_circle() -> None:
+    # Imports under TYPE_CHECKING count too: a circle hidden from the interpreter is
+    # still two modules that cannot be read, or changed, one without the other.
+    graph = {name: _package_imports(name) for name in MODULES if name != "wsbridge"}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_circle_finder_finds_circles() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+# Private by name only: the public API of named tuples (urllib.parse's results among them).
+_NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}
+
+
+def _own_private_names(tree: ast.Module) -> set[str]:
+    """The private names a module defines for its own objects.
+
+    Class attributes and methods, ``__slots__`` entries, and attributes it assigns on
+    ``self`` or ``cls``. Reading ``x._name`` is allowed in a module that defines
+    ``_name`` itself; anywhere else it reads another module's private state.
+    """
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.add(item.name)
+                elif isinstance(item, (ast.Assign, ast.AnnAssign)):
+                    targets = item.targets if isinstance(item, ast.Assign) else [item.target]
+                    for target in targets:
+                        if not isinstance(target, ast.Name):
+                            continue
+                        names.add(target.id)
+                        if target.id == "__slots__" and item.value is not None:
+                            names.update(
+                                c.value
+                                for c in ast.walk(item.value)
+                                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                            )
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("self", "cls")
+        ):
+            names.add(node.attr)
+    return {name for name in names if _private(name)}
+
+
+def _foreign_private_reads(source: str) -> list[str]:
+    """Every ``x._name`` or ``from m import _name`` in ``source`` that is not its own."""
+    tree = ast.parse(source)
+    own = _own_private_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            if node.attr not in own and node.attr not in _NAMEDTUPLE_API:
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.ImportFrom):
+            found += [
+                f"line {node.lineno}: from {node.module} import {alias.name}"
+                for alias in node.names
+                if _private(alias.name)
+            ]
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_reads_another_modules_private_names(module: str) -> None:
+    # By name: a module may read ``x._queue`` only if it defines ``_queue`` itself. Two
+    # classes of two modules that share a private name are not told apart; keep private
+    # names distinct where one module reaches into its own classes' state.
+    found = _foreign_private_reads(MODULES[module].read_text(encoding="utf-8"))
+    assert not found, f"{module} reads private names of other modules: {found}"
+
+
+def test_the_private_name_check_sees_reads_and_imports() -> None:
+    source = (
+        "from wsbridge.broadcaster import _Counters\n"
+        "class A:\n"
+        "    __slots__ = ('_mine',)\n"
+        "    def f(self, other):\n"
+        "        self._mine = 1\n"
+        "        return other._queue, self._mine, self.__class__, parts._replace()\n"
+    )
+    assert _foreign_private_reads(source) == [
+        "line 1: from wsbridge.broadcaster import _Counters",
+        "line 6: other._queue",
+    ]

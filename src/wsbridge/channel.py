@@ -38,16 +38,20 @@ import functools
 import re
 import reprlib
 import unicodedata
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from wsbridge.exceptions import ConfigurationError, InvalidChannelError
 
 __all__ = [
     "DEFAULT_MAX_CHANNEL_LENGTH",
     "Channel",
+    "GlobSet",
+    "GlobToken",
     "glob_match",
     "is_pattern",
+    "parse_glob",
     "validate_channel",
 ]
 
@@ -120,39 +124,94 @@ def _byte_class(members: bytearray, *, negate: bool) -> bytes:
     return b"[" + b"".join(parts) + b"]"
 
 
-def _read_set(pattern: bytes, i: int) -> tuple[bytes, int]:
+@dataclass(frozen=True, slots=True)
+class GlobSet:
+    """A ``[...]`` of a glob pattern, as written: it matches one unit in (or outside) it.
+
+    ``ranges`` holds ``(low, high)`` pairs as they appear (a single member is
+    ``(c, c)``; ``z-a`` stays ``(z, a)``): what the ends compare as (signed bytes for
+    Redis, characters for a regular expression) is the reader's to decide.
+    """
+
+    negate: bool
+    ranges: tuple[tuple[int, int], ...]
+
+
+#: One element of a parsed glob: ``"*"``, ``"?"``, a literal unit, or a set.
+GlobToken = Literal["*", "?"] | int | GlobSet
+
+
+def parse_glob(pattern: Sequence[int]) -> list[GlobToken]:
+    """Parse a glob pattern, given as units (UTF-8 bytes, or code points), as Redis does.
+
+    This is the one reading of the syntax in wsbridge: :func:`glob_match` matches its
+    tokens against bytes, and :func:`wsbridge.export.glob_regex` writes them as a regular
+    expression. Escapes are resolved; a set with no closing ``]`` ends at the last unit.
+
+    >>> parse_glob(b"a*[^b-c]")
+    [97, '*', GlobSet(negate=True, ranges=((98, 99),))]
+    """
+    tokens: list[GlobToken] = []
+    n = len(pattern)
+    i = 0
+    while i < n:
+        c = pattern[i]
+        if c == _STAR:
+            tokens.append("*")
+            i += 1
+        elif c == _QUESTION:
+            tokens.append("?")
+            i += 1
+        elif c == _OPEN:
+            found, i = _read_set(pattern, i + 1)
+            tokens.append(found)
+        else:
+            if c == _BACKSLASH and n - i >= 2:
+                i += 1
+            tokens.append(pattern[i])
+            i += 1
+    return tokens
+
+
+def _read_set(pattern: Sequence[int], i: int) -> tuple[GlobSet, int]:
     """Parse the set that starts after the ``[`` at ``pattern[i - 1]``.
 
-    Returns the regex for the one byte it matches and the index just past the set, following
-    Redis's parse step by step, including its handling of an unterminated set.
+    Returns the set and the index just past it, following Redis's parse step by step,
+    including its handling of an unterminated set.
     """
     n = len(pattern)
     negate = i < n and pattern[i] == _CARET
     if negate:
         i += 1
-    members = bytearray(256)
+    ranges: list[tuple[int, int]] = []
     while True:
         if n - i >= 2 and pattern[i] == _BACKSLASH:
             i += 1
-            members[pattern[i]] = 1
+            ranges.append((pattern[i], pattern[i]))
         elif i < n and pattern[i] == _CLOSE:
             break
         elif i >= n:
-            # No closing ``]``: Redis steps back onto the last byte and ends the set there.
+            # No closing ``]``: Redis steps back onto the last unit and ends the set there.
             i = n - 1
             break
         elif n - i >= 3 and pattern[i + 1] == _DASH:
-            low, high = _signed(pattern[i]), _signed(pattern[i + 2])
-            if low > high:
-                low, high = high, low
-            for b in range(256):
-                if low <= _signed(b) <= high:
-                    members[b] = 1
+            ranges.append((pattern[i], pattern[i + 2]))
             i += 2
         else:
-            members[pattern[i]] = 1
+            ranges.append((pattern[i], pattern[i]))
         i += 1
-    return _byte_class(members, negate=negate), i + 1
+    return GlobSet(negate, tuple(ranges)), i + 1
+
+
+def _set_regex(found: GlobSet) -> bytes:
+    """Return a bytes regex for one byte of ``found``, its range ends as signed bytes."""
+    members = bytearray(256)
+    for a, b in found.ranges:
+        low, high = sorted((_signed(a), _signed(b)))
+        for byte in range(256):
+            if low <= _signed(byte) <= high:
+                members[byte] = 1
+    return _byte_class(members, negate=found.negate)
 
 
 def _segments(pattern: bytes) -> list[list[_Token]]:
@@ -163,25 +222,16 @@ def _segments(pattern: bytes) -> list[list[_Token]]:
     starts or ends with ``*``); the runs between are not.
     """
     runs: list[list[_Token]] = [[]]
-    n = len(pattern)
-    i = 0
-    while i < n:
-        c = pattern[i]
-        if c == _STAR:
+    for token in parse_glob(pattern):
+        if token == "*":
             if runs[-1] or len(runs) == 1:
                 runs.append([])
-            i += 1
-        elif c == _QUESTION:
+        elif token == "?":
             runs[-1].append(b"(?s:.)")
-            i += 1
-        elif c == _OPEN:
-            regex, i = _read_set(pattern, i + 1)
-            runs[-1].append(regex)
+        elif isinstance(token, GlobSet):
+            runs[-1].append(_set_regex(token))
         else:
-            if c == _BACKSLASH and n - i >= 2:
-                i += 1
-            runs[-1].append(pattern[i])
-            i += 1
+            runs[-1].append(token)
     return runs
 
 

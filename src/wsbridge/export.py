@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from pydantic.json_schema import models_json_schema
 
 from wsbridge._version import __version__
-from wsbridge.channel import glob_match
+from wsbridge.channel import GlobSet, glob_match, parse_glob
 from wsbridge.exceptions import ConfigurationError
 from wsbridge.schema import EventSchema, Registry
 
@@ -111,55 +111,33 @@ def glob_regex(pattern: str) -> str:
     ^risk:[\s\S]*$
     """
     out = ["^"]
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i]
-        if char == "*":
+    for token in parse_glob([ord(char) for char in pattern]):
+        if token == "*":
             if out[-1] != "[\\s\\S]*":
                 out.append("[\\s\\S]*")
-            i += 1
-        elif char == "?":
+        elif token == "?":
             out.append("[\\s\\S]")
-            i += 1
-        elif char == "[":
-            regex, i = _glob_set(pattern, i + 1)
-            out.append(regex)
+        elif isinstance(token, GlobSet):
+            out.append(_glob_set(token))
         else:
-            if char == "\\" and n - i >= 2:
-                i += 1
-                char = pattern[i]
-            out.append(_regex_escape(char, "^$\\.*+?()[]{}|/"))
-            i += 1
+            out.append(_regex_escape(chr(token), "^$\\.*+?()[]{}|/"))
     out.append("$")
     return "".join(out)
 
 
-def _glob_set(pattern: str, i: int) -> tuple[str, int]:
-    """Translate the set that starts after the ``[`` at ``pattern[i - 1]``."""
-    n = len(pattern)
-    negate = i < n and pattern[i] == "^"
-    if negate:
-        i += 1
+def _glob_set(found: GlobSet) -> str:
+    """Translate a set of the pattern into a regex character class."""
     items: list[str] = []
-    while True:
-        if n - i >= 2 and pattern[i] == "\\":
-            i += 1
-            items.append(_regex_escape(pattern[i], "\\]-[^"))
-        elif i < n and pattern[i] == "]":
-            break
-        elif i >= n:
-            i = n - 1  # no closing "]": the set takes the rest of the pattern
-            break
-        elif n - i >= 3 and pattern[i + 1] == "-":
-            low, high = sorted((pattern[i], pattern[i + 2]))
-            items.append(_regex_escape(low, "\\]-[^") + "-" + _regex_escape(high, "\\]-[^"))
-            i += 2
-        else:
-            items.append(_regex_escape(pattern[i], "\\]-[^"))
-        i += 1
+    for a, b in found.ranges:
+        low, high = sorted((chr(a), chr(b)))
+        items.append(
+            _regex_escape(low, "\\]-[^")
+            if low == high
+            else _regex_escape(low, "\\]-[^") + "-" + _regex_escape(high, "\\]-[^")
+        )
     if not items:
-        return ("[\\s\\S]" if negate else "[^\\s\\S]"), i + 1
-    return "[" + ("^" if negate else "") + "".join(items) + "]", i + 1
+        return "[\\s\\S]" if found.negate else "[^\\s\\S]"
+    return "[" + ("^" if found.negate else "") + "".join(items) + "]"
 
 
 def _regex_escape(char: str, specials: str) -> str:

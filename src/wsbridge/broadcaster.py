@@ -1,10 +1,12 @@
 """The Broadcaster: one broker connection per process, and the local fan-out.
 
-Every client is a :class:`Subscriber` with its own bounded outbox. The broadcaster holds
-one upstream subscription per channel or pattern, reference-counted across subscribers,
-and turns each broker message into its wire frame once, whatever the number of
-recipients. Delivering a frame to a subscriber never waits: a full outbox is handled by
-the subscriber's overflow policy, so one slow client never delays another.
+Every client is a :class:`Subscriber`: its subscriptions, its bounded
+:class:`~wsbridge.outbox.Outbox`, and the :class:`~wsbridge.outbox.Connection` that writes
+its frames. The broadcaster holds one upstream subscription per channel or pattern,
+reference-counted across subscribers, and turns each broker message into its wire frame
+once, whatever the number of recipients. It routes that frame to each subscriber and
+knows nothing of how a connection writes. Delivering a frame never waits: a full outbox
+is handled by the subscriber's overflow policy, so one slow client never delays another.
 """
 
 from __future__ import annotations

@@ -306,7 +306,7 @@ class Subscriber:
     @property
     def pending(self) -> int:
         """Frames waiting to be sent."""
-        return len(self._outbox)
+        return len(self._outbox.frames)
 
     @property
     def closed(self) -> bool:

@@ -246,10 +246,14 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
+        self._drain_outbox()
+
+    def _drain_outbox(self) -> None:
+        # Write the outbox that filled while the socket was busy, after what is pending;
+        # offers are taken again from now on.
         subscriber = self.subscriber
         if subscriber is None or subscriber.closed or self.transport is None or self.ended:
             return
-        # Drain the outbox that filled while the socket was busy, then take direct writes.
         backlog = subscriber.get_nowait()
         if backlog:
             self.write_pending()
@@ -421,18 +425,12 @@ class _Connection(asyncio.Protocol):
         subscriber = self.subscriber
         if subscriber is not None and subscriber.closed:
             self._on_subscriber_closed()
-        elif not self.paused and not self.dirty:
-            self.dirty = True
-            self.flusher.add(self)
+        elif not self.paused:
+            self._drain_outbox()  # not expected: frames queue only while paused
 
     def flush(self) -> None:
-        """Write what is pending, and what waited in the outbox, with one call."""
+        """Write every pending frame with one call (the loop's flusher calls this)."""
         self.write_pending()
-        subscriber = self.subscriber
-        if not self.paused and subscriber is not None and subscriber.pending:
-            backlog = subscriber.get_nowait()
-            if self.transport is not None:
-                self.transport.writelines([frame.wire for frame in backlog])
 
     def write_pending(self) -> None:
         """Write every pending frame with one call."""

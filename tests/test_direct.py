@@ -98,7 +98,8 @@ async def until_connections(endpoint: Endpoint, n: int) -> None:
 
 
 def not_a_send_loop(task: asyncio.Task[object] | None) -> bool:
-    return task is None or task.get_coro().__qualname__ != "Endpoint._send_loop"
+    # The endpoint's send loop is the coroutine of its connection's run() method.
+    return task is None or task.get_coro().__qualname__ != "_SendPath.run"
 
 
 async def test_one_task_writes_every_event_to_every_idle_connection() -> None:

@@ -1,0 +1,242 @@
+"""Every performance figure the docs quote is backed by a committed raw result.
+
+The raw results of the benchmark runs that docs/performance.md and README.md's
+"Performance" paragraph quote are kept in ``benchmarks/data/``, one JSON object per line:
+
+* ``*.run.jsonl``: one line per measured case of ``benchmarks/run.py`` (a target, an N,
+  a repeat), as the harness writes to its ``cases.jsonl``;
+* ``*.inprocess.jsonl``: one line per process of ``benchmarks/inprocess.py --save``.
+
+From them this test derives every figure a page may quote: for each group (a target or
+app, an N, a mode) the median, minimum and maximum of each measured quantity (the
+per-delivery user and system CPU included), and the ratio of its median to any other
+group's median of the same quantity in the same run. A page's figure matches a derived
+value if it is that value rounded to the decimals the page writes ("16.3" matches 16.25
+to 16.35; "1,217" matches 1216.5 to 1217.5; a ratio "0.93x" matches 0.925 to 0.935).
+
+Which figures are checked: in docs/performance.md, every number in a table that follows
+a ``<!-- data: FILE -->`` marker must derive from that file, from the groups its row is
+about (the first cell names the target or app: `` `name` `` for it and its baseline,
+`` `name` (before) `` for the baseline alone). In the page's prose and in README.md's
+Performance paragraph, every number followed by a unit (µs, ms, ns, KB, x) must be one
+that those tables show, as written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "benchmarks" / "data"
+PAGE = ROOT / "docs" / "performance.md"
+
+_NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_FIGURE_WITH_UNIT = re.compile(rf"({_NUMBER})\s?(µs|ms|ns|KB|x)\b")
+_MARKER = re.compile(r"<!-- data: (\S+) -->")
+
+
+def _groups_of_run(path: Path) -> dict[tuple[str, ...], list[float]]:
+    groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        case = json.loads(line)
+        if case.get("status") != "ok":
+            continue
+        key = (case["target"], str(case["n"]))
+        groups[(*key, "mem_per_conn_kb")].append(case["mem_per_conn_kb"])
+        for mode, measured in case["modes"].items():
+            for name, value in measured.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    groups[(*key, mode, name)].append(float(value))
+            delivered = measured.get("delivered") or 0
+            for part in ("user", "sys"):
+                seconds = measured.get(f"server_{part}_s")
+                if delivered and seconds is not None:
+                    per = seconds / delivered * 1e6
+                    groups[(*key, mode, f"{part}_us_per_delivery")].append(per)
+    return groups
+
+
+def _groups_of_inprocess(path: Path) -> dict[tuple[str, ...], list[float]]:
+    groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        sample = json.loads(line)
+        groups[(sample["app"], str(sample["n"]), "ns")].extend(sample["ns"])
+    return groups
+
+
+def _groups(path: Path) -> dict[tuple[str, ...], list[float]]:
+    if path.name.endswith(".run.jsonl"):
+        return _groups_of_run(path)
+    if path.name.endswith(".inprocess.jsonl"):
+        return _groups_of_inprocess(path)
+    raise AssertionError(f"{path.name}: not a .run.jsonl or .inprocess.jsonl file")
+
+
+def _derived(path: Path, owners: set[str]) -> set[float]:
+    """The figures a table row about ``owners`` (targets or apps) may show.
+
+    Each owner group's median, minimum, maximum (and, in-process, fastest), and the ratio of
+    an owner's median (or fastest) to any other group's of the same quantity and N.
+    """
+    groups = _groups(path)
+    values: set[float] = {1.0}  # a group against itself
+    stats: dict[tuple[str, ...], dict[str, float]] = {}
+    for key, samples in groups.items():
+        stats[key] = {"median": statistics.median(samples), "fastest": min(samples)}
+        if key[0] in owners:
+            values.update((statistics.median(samples), min(samples), max(samples)))
+    for key, own in stats.items():
+        if key[0] not in owners:
+            continue
+        for other, theirs in stats.items():
+            if other[1:] == key[1:]:
+                for kind in ("median", "fastest"):
+                    if theirs[kind]:
+                        values.add(own[kind] / theirs[kind])
+    values.update(float(key[1]) for key in groups)  # N
+    values.update(_run_settings(path))
+    return values
+
+
+def _run_settings(path: Path) -> set[float]:
+    """Counts a table may state: events per run, the offered rate, duplicates, losses."""
+    if not path.name.endswith(".run.jsonl"):
+        return set()
+    found: set[float] = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        for measured in json.loads(line).get("modes", {}).values():
+            for key in ("messages", "offered_rate", "dups", "losses"):
+                if key in measured:
+                    found.add(float(measured[key]))
+    return found
+
+
+def _owners(first_cell: str, path: Path) -> set[str]:
+    """The targets or apps a row is about, from its first cell: `name` or `name` (label)."""
+    match = re.match(r"`([^`]+)`(?:\s*\((\w+)\))?", first_cell.strip())
+    assert match, f"a data table's row must start with a `target`: {first_cell!r}"
+    name, label = match.groups()
+    names = {key[0] for key in _groups(path)}
+    if label:
+        return {f"{name}@{label}"}
+    # A row about a target covers its baseline too (a before/after table).
+    return {n for n in names if n == name or n.startswith(name + "@")}
+
+
+def _matches(figure: str, values: set[float]) -> bool:
+    decimals = len(figure.partition(".")[2])
+    number = float(figure.replace(",", ""))
+    tolerance = 0.5 * 10**-decimals + 1e-9
+    return any(abs(v - number) <= tolerance for v in values)
+
+
+def _data_files() -> list[Path]:
+    return sorted(DATA.glob("*.jsonl"))
+
+
+def _prose_figures(text: str) -> list[str]:
+    """Numbers with a unit outside code blocks and data tables.
+
+    A table after ``<!-- summary -->`` (the goals) counts as prose: it repeats figures.
+    """
+    found: list[str] = []
+    in_code = in_data = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        if _MARKER.search(line):
+            in_data = True
+        elif "<!-- summary -->" in line or (not line.startswith("|") and line.strip()):
+            in_data = False
+        if in_code or (in_data and line.startswith("|")):
+            continue
+        found += [m.group(1) for m in _FIGURE_WITH_UNIT.finditer(line)]
+    return found
+
+
+def _tables(text: str) -> list[tuple[str, list[str]]]:
+    """Each table after a data marker: the file it names, and its rows."""
+    tables: list[tuple[str, list[str]]] = []
+    current: tuple[str, list[str]] | None = None
+    for line in text.splitlines():
+        marker = _MARKER.search(line)
+        if marker:
+            current = (marker.group(1), [])
+            tables.append(current)
+        elif line.startswith("|") and current is not None:
+            current[1].append(line)
+        elif current is not None and current[1] and not line.startswith("|"):
+            current = None
+    return tables
+
+
+def _readme_performance() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Performance\n(.*?)(?=^## )", text, re.S | re.M)
+    assert match, "README.md has no Performance section"
+    return match.group(1)
+
+
+def test_there_are_raw_results() -> None:
+    assert _data_files(), "benchmarks/data holds no raw results"
+    assert _tables(PAGE.read_text(encoding="utf-8")), "no table of the page names its data"
+
+
+@pytest.mark.parametrize("path", _data_files(), ids=lambda p: p.name)
+def test_raw_results_are_small_json_lines(path: Path) -> None:
+    assert path.stat().st_size < 200_000
+    for line in path.read_text(encoding="utf-8").splitlines():
+        assert isinstance(json.loads(line), dict)
+
+
+def test_every_table_figure_derives_from_its_data() -> None:
+    missing = []
+    for name, rows in _tables(PAGE.read_text(encoding="utf-8")):
+        path = ROOT / name
+        assert path.is_file(), f"{name} (named by docs/performance.md) does not exist"
+        for row in rows[2:]:  # header and rule first
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            values = _derived(path, _owners(cells[0], path))
+            for cell in cells[1:]:  # the first cell names what the row is
+                for figure in re.findall(_NUMBER, cell):
+                    if not _matches(figure, values):
+                        missing.append(f"{figure} in: {row}")
+    assert not missing, "figures without raw results:\n" + "\n".join(missing)
+
+
+def _table_figures() -> set[str]:
+    """Every number shown in the page's checked tables, as written."""
+    return {
+        figure
+        for _, rows in _tables(PAGE.read_text(encoding="utf-8"))
+        for row in rows[2:]
+        for cell in row.strip("|").split("|")[1:]
+        for figure in re.findall(_NUMBER, cell)
+    }
+
+
+@pytest.mark.parametrize("where", ["docs/performance.md", "README.md"])
+def test_every_prose_figure_is_shown_in_a_checked_table(where: str) -> None:
+    # Prose quotes only what the tables show, so each quoted figure is backed row by row.
+    text = _readme_performance() if where == "README.md" else PAGE.read_text(encoding="utf-8")
+    shown = _table_figures()
+    missing = [f for f in _prose_figures(text) if f not in shown]
+    assert not missing, f"{where} quotes figures no table of docs/performance.md shows: {missing}"
+
+
+def test_the_rounding_rule() -> None:
+    assert _matches("16.3", {16.26})
+    assert not _matches("16.3", {16.36})
+    assert _matches("1,217", {1216.6})
+    assert not _matches("0.93", {0.9361})
+    page = (
+        "a 1.5 µs b 0.93x\n<!-- data: x -->\n\n| 9 µs |\n```\n7 ms\n```\n<!-- summary -->\n| 2 KB |"
+    )
+    assert _prose_figures(page) == ["1.5", "0.93", "2"]

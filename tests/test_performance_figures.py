@@ -17,7 +17,9 @@ to 16.35; "1,217" matches 1216.5 to 1217.5; a ratio "0.93x" matches 0.925 to 0.9
 Which figures are checked: in docs/performance.md, every number in a table that follows
 a ``<!-- data: FILE -->`` marker must derive from that file, from the groups its row is
 about (the first cell names the target or app: `` `name` `` for it and its baseline,
-`` `name` (before) `` for the baseline alone). In the page's prose and in README.md's
+`` `name` (before) `` for the baseline alone), and from what its column shows: ratios
+under a header with ``x``, else the quantities of the header's unit (ms, µs,
+deliveries/s, KB, ns). In the page's prose and in README.md's
 Performance paragraph, every number followed by a unit (µs, ms, ns, KB, x) must be one
 that those tables show, as written.
 """
@@ -28,6 +30,7 @@ import json
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,29 +81,76 @@ def _groups(path: Path) -> dict[tuple[str, ...], list[float]]:
     raise AssertionError(f"{path.name}: not a .run.jsonl or .inprocess.jsonl file")
 
 
-def _derived(path: Path, owners: set[str]) -> set[float]:
-    """The figures a table row about ``owners`` (targets or apps) may show.
+# What a column may show, by its header: ratios, or the quantities with its unit.
+_COLUMN_QUANTITIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("ms", lambda q: q.endswith("_ms")),
+    ("µs", lambda q: q.endswith("us_per_delivery")),
+    ("deliveries/s", lambda q: q == "deliveries_per_s"),
+    ("KB", lambda q: q == "mem_per_conn_kb"),
+    ("ns", lambda q: q == "ns"),
+    ("median", lambda q: q == "ns"),
+)
 
-    Each owner group's median, minimum, maximum (and, in-process, fastest), and the ratio of
-    an owner's median (or fastest) to any other group's of the same quantity and N.
+
+def _column_kind(header: str) -> str:
+    """``ratio`` for a column of ratios; else the header's unit; else ``any``."""
+    if header.startswith("x ") or " x " in header:
+        return "ratio"
+    for unit, _ in _COLUMN_QUANTITIES:
+        if unit in header:
+            return unit
+    return "any"
+
+
+# The group a ratio column divides by, by a word of its header (longest first).
+_DENOMINATORS = (
+    ("fixed reference", "reference_fixed"),
+    ("broadcaster", "broadcaster_starlette"),
+    ("ceiling", "websockets_broadcast"),
+    ("reference", "reference"),
+)
+
+
+def _denominator(header: str, owners: set[str]) -> set[str] | None:
+    """The groups a ratio column's figures may divide by; ``None``: any group."""
+    if header.endswith("x before") or header.startswith("after x"):
+        return {f"{name.partition('@')[0]}@before" for name in owners}
+    for word, group in _DENOMINATORS:
+        if word in header:
+            return {group}
+    return None
+
+
+def _derived(
+    path: Path, owners: set[str], kind: str = "any", over: set[str] | None = None
+) -> set[float]:
+    """The figures a table row about ``owners`` (targets or apps) may show in a column.
+
+    Each owner group's median, minimum, maximum (and, in-process, fastest) of the
+    column's quantities, or for a column of ratios, the ratio of an owner's median (or
+    fastest) to any other group's of the same quantity and N.
     """
     groups = _groups(path)
-    values: set[float] = {1.0}  # a group against itself
+    wanted = next((test for unit, test in _COLUMN_QUANTITIES if unit == kind), None)
+    values: set[float] = set()
     stats: dict[tuple[str, ...], dict[str, float]] = {}
     for key, samples in groups.items():
         stats[key] = {"median": statistics.median(samples), "fastest": min(samples)}
-        if key[0] in owners:
+        if key[0] in owners and kind != "ratio" and (wanted is None or wanted(key[-1])):
             values.update((statistics.median(samples), min(samples), max(samples)))
-    for key, own in stats.items():
-        if key[0] not in owners:
-            continue
-        for other, theirs in stats.items():
-            if other[1:] == key[1:]:
-                for kind in ("median", "fastest"):
-                    if theirs[kind]:
-                        values.add(own[kind] / theirs[kind])
-    values.update(float(key[1]) for key in groups)  # N
-    values.update(_run_settings(path))
+    if kind in ("ratio", "any"):
+        values.add(1.0)  # a group against itself
+        for key, own in stats.items():
+            if key[0] not in owners:
+                continue
+            for other, theirs in stats.items():
+                if other[1:] == key[1:] and (over is None or other[0] in over):
+                    for which in ("median", "fastest"):
+                        if theirs[which]:
+                            values.add(own[which] / theirs[which])
+    if kind == "any":
+        values.update(float(key[1]) for key in groups)  # N
+        values.update(_run_settings(path))
     return values
 
 
@@ -201,13 +251,17 @@ def test_every_table_figure_derives_from_its_data() -> None:
     for name, rows in _tables(PAGE.read_text(encoding="utf-8")):
         path = ROOT / name
         assert path.is_file(), f"{name} (named by docs/performance.md) does not exist"
+        headers = [c.strip() for c in rows[0].strip("|").split("|")]
         for row in rows[2:]:  # header and rule first
             cells = [c.strip() for c in row.strip("|").split("|")]
-            values = _derived(path, _owners(cells[0], path))
-            for cell in cells[1:]:  # the first cell names what the row is
+            owners = _owners(cells[0], path)
+            for header, cell in zip(headers[1:], cells[1:], strict=True):
+                kind = _column_kind(header)
+                over = _denominator(header, owners) if kind == "ratio" else None
+                values = _derived(path, owners, kind, over)
                 for figure in re.findall(_NUMBER, cell):
                     if not _matches(figure, values):
-                        missing.append(f"{figure} in: {row}")
+                        missing.append(f"{figure} under {header!r} in: {row}")
     assert not missing, "figures without raw results:\n" + "\n".join(missing)
 
 

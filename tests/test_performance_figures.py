@@ -17,9 +17,12 @@ to 16.35; "1,217" matches 1216.5 to 1217.5; a ratio "0.93x" matches 0.925 to 0.9
 Which figures are checked: in docs/performance.md, every number in a table that follows
 a ``<!-- data: FILE -->`` marker must derive from that file, from the groups its row is
 about (the first cell names the target or app: `` `name` `` for it and its baseline,
-`` `name` (before) `` for the baseline alone), and from what its column shows: ratios
-under a header with ``x``, else the quantities of the header's unit (ms, µs,
-deliveries/s, KB, ns). In the page's prose and in README.md's
+`` `name` (before) `` for the baseline alone; in a before/after table, a column whose
+header ends in "before" or "after" takes that side), and from what its column shows:
+under a header with ``x``, ratios of CPU per delivery (of p50 or p99 latency if the
+header names it; of ns in-process) to the group the header names; else the quantities
+of the header's unit (ms, µs of CPU, user µs, deliveries/s, KB, ns), in the mode the
+header names ("bursts", "events/s"), if it names one. In the page's prose and in README.md's
 Performance paragraph, every number followed by a unit (µs, ms, ns, KB, x) must be one
 that those tables show, as written.
 """
@@ -84,7 +87,8 @@ def _groups(path: Path) -> dict[tuple[str, ...], list[float]]:
 # What a column may show, by its header: ratios, or the quantities with its unit.
 _COLUMN_QUANTITIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("ms", lambda q: q.endswith("_ms")),
-    ("µs", lambda q: q.endswith("us_per_delivery")),
+    ("user µs", lambda q: q == "user_us_per_delivery"),
+    ("µs", lambda q: q == "cpu_us_per_delivery"),
     ("deliveries/s", lambda q: q == "deliveries_per_s"),
     ("KB", lambda q: q == "mem_per_conn_kb"),
     ("ns", lambda q: q == "ns"),
@@ -111,6 +115,27 @@ _DENOMINATORS = (
 )
 
 
+def _side(header: str, owners: set[str]) -> set[str]:
+    """A before/after table's column: the baseline's groups, or the others."""
+    if "x before" in header:
+        return {name for name in owners if "@" not in name}
+    if header.endswith("before"):
+        return {name for name in owners if name.endswith("@before")} or owners
+    if header.endswith("after"):
+        return {name for name in owners if "@" not in name} or owners
+    return owners
+
+
+def _ratio_quantity(header: str, path: Path) -> str:
+    """What a ratio column divides: latency if its header says so, else CPU (or ns)."""
+    if path.name.endswith(".inprocess.jsonl"):
+        return "ns"
+    for latency in ("p50", "p99"):
+        if latency in header:
+            return f"{latency}_ms"
+    return "cpu_us_per_delivery"
+
+
 def _denominator(header: str, owners: set[str]) -> set[str] | None:
     """The groups a ratio column's figures may divide by; ``None``: any group."""
     if header.endswith("x before") or header.startswith("after x"):
@@ -122,7 +147,12 @@ def _denominator(header: str, owners: set[str]) -> set[str] | None:
 
 
 def _derived(
-    path: Path, owners: set[str], kind: str = "any", over: set[str] | None = None
+    path: Path,
+    owners: set[str],
+    kind: str = "any",
+    over: set[str] | None = None,
+    ratio_of: str | None = None,
+    mode: str | None = None,
 ) -> set[float]:
     """The figures a table row about ``owners`` (targets or apps) may show in a column.
 
@@ -131,12 +161,19 @@ def _derived(
     fastest) to any other group's of the same quantity and N.
     """
     groups = _groups(path)
+    # In-process tables quote the fastest round; run tables, medians of repeats.
+    kinds = ("median", "fastest") if path.name.endswith(".inprocess.jsonl") else ("median",)
     wanted = next((test for unit, test in _COLUMN_QUANTITIES if unit == kind), None)
     values: set[float] = set()
     stats: dict[tuple[str, ...], dict[str, float]] = {}
     for key, samples in groups.items():
         stats[key] = {"median": statistics.median(samples), "fastest": min(samples)}
-        if key[0] in owners and kind != "ratio" and (wanted is None or wanted(key[-1])):
+        if (
+            key[0] in owners
+            and kind != "ratio"
+            and (wanted is None or wanted(key[-1]))
+            and (mode is None or mode in key)
+        ):
             values.update((statistics.median(samples), min(samples), max(samples)))
     if kind in ("ratio", "any"):
         values.add(1.0)  # a group against itself
@@ -144,8 +181,13 @@ def _derived(
             if key[0] not in owners:
                 continue
             for other, theirs in stats.items():
-                if other[1:] == key[1:] and (over is None or other[0] in over):
-                    for which in ("median", "fastest"):
+                if (
+                    other[1:] == key[1:]
+                    and (over is None or other[0] in over)
+                    and (ratio_of is None or key[-1] == ratio_of)
+                    and (mode is None or mode in key)
+                ):
+                    for which in kinds:
                         if theirs[which]:
                             values.add(own[which] / theirs[which])
     if kind == "any":
@@ -254,11 +296,15 @@ def test_every_table_figure_derives_from_its_data() -> None:
         headers = [c.strip() for c in rows[0].strip("|").split("|")]
         for row in rows[2:]:  # header and rule first
             cells = [c.strip() for c in row.strip("|").split("|")]
-            owners = _owners(cells[0], path)
+            row_owners = _owners(cells[0], path)
             for header, cell in zip(headers[1:], cells[1:], strict=True):
+                owners = _side(header, row_owners)
                 kind = _column_kind(header)
                 over = _denominator(header, owners) if kind == "ratio" else None
-                values = _derived(path, owners, kind, over)
+                of = _ratio_quantity(header, path) if kind == "ratio" else None
+                mode = "throughput" if "bursts" in header else None
+                mode = "rate" if "events/s" in header or "p99" in header else mode
+                values = _derived(path, owners, kind, over, of, mode)
                 for figure in re.findall(_NUMBER, cell):
                     if not _matches(figure, values):
                         missing.append(f"{figure} under {header!r} in: {row}")

@@ -29,6 +29,7 @@ BASE = {"wsbridge.exceptions", "wsbridge._version"}
 PURE_CORE = {
     "wsbridge.channel",
     "wsbridge.outbox",
+    "wsbridge.deflate",
     "wsbridge.protocol",
     "wsbridge.session",
     "wsbridge.schema",

@@ -41,6 +41,7 @@ from wsbridge._version import __version__
 from wsbridge.asgi import HealthApp, Message, Receive, Scope, Send, WebSocketApp
 from wsbridge.broadcaster import Broadcaster, OverflowPolicy
 from wsbridge.channel import validate_channel
+from wsbridge.deflate import DEFAULT_THRESHOLD
 from wsbridge.endpoint import Endpoint
 from wsbridge.exceptions import (
     BrokerError,
@@ -90,6 +91,8 @@ ENV = {
     "health_path": "WSBRIDGE_HEALTH_PATH",
     "probe_interval": "WSBRIDGE_PROBE_INTERVAL",
     "server": "WSBRIDGE_SERVER",
+    "compression": "WSBRIDGE_COMPRESSION",
+    "compression_threshold": "WSBRIDGE_COMPRESSION_THRESHOLD",
     "log_level": "WSBRIDGE_LOG_LEVEL",
 }
 
@@ -323,10 +326,20 @@ async def _run_own(
     path: str,
     banner: Callable[[int], str],
     tls: ssl.SSLContext | None = None,
+    compression: bool = True,
+    threshold: int = DEFAULT_THRESHOLD,
 ) -> None:
     from wsbridge.server import Server
 
-    server = Server(endpoint, host=host, port=port, path=path, ssl=tls)
+    server = Server(
+        endpoint,
+        host=host,
+        port=port,
+        path=path,
+        ssl=tls,
+        compression=compression,
+        compression_threshold=threshold,
+    )
     failure: Exception | None = None
 
     async def stop_on_signal() -> None:
@@ -563,6 +576,23 @@ def _channel_list(channels: Sequence[str]) -> list[str]:
     "still delivers (a probe published to itself, 5 s to come back); 0 disables.",
 )
 @_option(
+    "--compression/--no-compression",
+    env="compression",
+    default=None,
+    help="Negotiate permessage-deflate with clients that offer it (browsers do). Default: on "
+    "with --server wsbridge (each event compressed once, the bytes shared by every client), "
+    "off with --server uvicorn (which compresses every frame again for each client).",
+)
+@_option(
+    "--compression-threshold",
+    env="compression_threshold",
+    type=click.IntRange(min=0),
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    metavar="BYTES",
+    help="With --server wsbridge: frames shorter than this go uncompressed.",
+)
+@_option(
     "--health-path",
     env="health_path",
     metavar="PATH",
@@ -602,6 +632,8 @@ def serve(
     certfile: str | None,
     keyfile: str | None,
     engine: str,
+    compression: bool | None,
+    compression_threshold: int,
     health_path: str | None,
     probe_interval: float,
     log_level: str,
@@ -700,6 +732,7 @@ def serve(
             lifespan="off",  # the broadcaster runs around the server: see _run_uvicorn
             log_level=log_level,
             ws_max_size=max_frame_bytes,
+            ws_per_message_deflate=bool(compression),
             timeout_graceful_shutdown=5,
             ssl_certfile=certfile,
             ssl_keyfile=keyfile,
@@ -710,7 +743,17 @@ def serve(
     else:
         if importlib.util.find_spec("websockets") is None:
             _fail("--server wsbridge needs websockets: pip install 'wsbridge-py[server]'")
-        _run_async(_run_own, endpoint, host, port, path, banner, tls)
+        _run_async(
+            _run_own,
+            endpoint,
+            host,
+            port,
+            path,
+            banner,
+            tls,
+            compression is not False,
+            compression_threshold,
+        )
 
 
 def _tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from wsbridge import protocol
+from wsbridge import deflate, protocol
 from wsbridge.exceptions import ConfigurationError
 
 __all__ = ["QUEUED", "REFUSED", "Connection", "Frame", "Outbox", "OverflowPolicy", "Pushed"]
@@ -40,11 +40,12 @@ class Frame:
     """One outbound frame, built once and shared by every recipient.
 
     ``text`` is the frame's JSON text; ``wire`` its bytes as one WebSocket frame, built on
-    first use, for servers that write to sockets directly. ``channel`` is empty for a
-    control frame (a pong, an acknowledgement), which is never dropped.
+    first use, for servers that write to sockets directly, and :meth:`deflated` the same
+    compressed (permessage-deflate), built on first use for each window size. ``channel``
+    is empty for a control frame (a pong, an acknowledgement), which is never dropped.
     """
 
-    __slots__ = ("_wire", "channel", "conflatable", "size", "text")
+    __slots__ = ("_deflated", "_wire", "channel", "conflatable", "size", "text")
 
     def __init__(self, channel: str, text: str, *, conflatable: bool = False) -> None:
         self.channel = channel
@@ -52,6 +53,7 @@ class Frame:
         self.size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
         self.conflatable = conflatable
         self._wire: bytes | None = None
+        self._deflated: dict[int, bytes] | None = None
 
     @property
     def wire(self) -> bytes:
@@ -60,6 +62,23 @@ class Frame:
         if wire is None:
             payload = self.text.encode("utf-8", "surrogatepass")
             wire = self._wire = protocol.websocket_text_frame(payload)
+        return wire
+
+    def deflated(self, window_bits: int = deflate.MAX_WINDOW_BITS) -> bytes:
+        """The frame as a compressed WebSocket frame, computed once per window size.
+
+        For clients that negotiated permessage-deflate with ``server_no_context_takeover``
+        and this ``server_max_window_bits``. When compression does not make the frame
+        smaller, these are the plain :attr:`wire` bytes.
+        """
+        cache = self._deflated
+        if cache is None:
+            cache = self._deflated = {}
+        wire = cache.get(window_bits)
+        if wire is None:
+            payload = self.text.encode("utf-8", "surrogatepass")
+            wire = deflate.deflate_text_frame(payload, window_bits) or self.wire
+            cache[window_bits] = wire
         return wire
 
     def __repr__(self) -> str:

@@ -10,7 +10,14 @@ ASGI and aiohttp adapters, but it delivers events without a task per client:
   iteration every client gets one ``writelines()`` for everything pending: one system call
   for many frames in a burst;
 * a client whose socket cannot take more (the transport paused writing) falls back to its
-  bounded outbox and the overflow policy, exactly as in the other adapters.
+  bounded outbox and the overflow policy, exactly as in the other adapters;
+* permessage-deflate (RFC 7692), which browsers always offer, is negotiated with
+  ``server_no_context_takeover``: every message is compressed on its own, so an event is
+  compressed once per window size (:meth:`~wsbridge.outbox.Frame.deflated`) and the same
+  compressed bytes go to every client that negotiated that size. Frames under
+  ``compression_threshold`` bytes go uncompressed. Compressed client frames are
+  decompressed (with the client's own context takeover) up to the endpoint's frame limit:
+  beyond it the client is closed with 1009.
 
 asyncio only; uvloop is used by ``wsbridge serve`` when installed.
 """
@@ -20,11 +27,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine
 from typing import Any, cast
 
 from websockets.datastructures import Headers
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.frames import Frame as WireFrame
 from websockets.frames import Opcode
 from websockets.http11 import Request, Response
@@ -32,10 +44,11 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from wsbridge import health, protocol
+from wsbridge import deflate, health, protocol
 from wsbridge.broadcaster import Broadcaster, Subscriber
 from wsbridge.delivery import flusher
 from wsbridge.endpoint import ConnectionInfo, Endpoint, as_endpoint
+from wsbridge.exceptions import ConfigurationError
 from wsbridge.outbox import Frame
 from wsbridge.session import Command, Session, Subscribe, Unsubscribe
 
@@ -57,6 +70,9 @@ class Server:
     ``await server.serve()`` runs the broadcaster and the server until :meth:`shutdown`
     is called; then every client is closed with 1001, within ``shutdown_timeout``
     seconds, and every task the server started has ended when ``serve`` returns.
+
+    ``compression`` negotiates permessage-deflate with clients that offer it (browsers
+    do); frames shorter than ``compression_threshold`` bytes are sent uncompressed.
     """
 
     def __init__(
@@ -71,7 +87,11 @@ class Server:
         ssl: ssl.SSLContext | None = None,
         healthz: str | None = health.HEALTHZ,
         readyz: str | None = health.READYZ,
+        compression: bool = True,
+        compression_threshold: int = deflate.DEFAULT_THRESHOLD,
     ) -> None:
+        if compression_threshold < 0:
+            raise ConfigurationError("compression_threshold must be 0 or more")
         self.endpoint = as_endpoint(target)
         self.host = host
         self.port = port
@@ -81,6 +101,18 @@ class Server:
         self.close_timeout = close_timeout
         self.backlog = backlog
         self.ssl = ssl
+        self.compression = compression
+        self.compression_threshold = compression_threshold
+        #: Connections closed because of what the client sent, by the close code: 1009
+        #: for a frame, or a decompressed message, over the frame limit (a deflate bomb),
+        #: 1002 for a protocol error such as undecodable deflate data, 1007 invalid UTF-8.
+        self.protocol_errors: Counter[int] = Counter()
+        # Shared by every connection: it keeps no per-connection state.
+        self._extensions: list[ServerExtensionFactory] | None = (
+            [ServerPerMessageDeflateFactory(server_no_context_takeover=True)]
+            if compression
+            else None
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started: asyncio.Event | None = None
@@ -182,6 +214,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "close_timer",
+        "counted",
         "dirty",
         "ended",
         "expiry",
@@ -194,14 +227,22 @@ class _Connection(asyncio.Protocol):
         "server",
         "session",
         "subscriber",
+        "threshold",
         "transport",
+        "window_bits",
         "worker",
         "ws",
     )
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.ws = ServerProtocol(max_size=server.endpoint.limits.max_frame_bytes)
+        self.ws = ServerProtocol(
+            max_size=server.endpoint.limits.max_frame_bytes, extensions=server._extensions
+        )
+        # The negotiated server_max_window_bits; 0: no compression for this client.
+        self.window_bits = 0
+        self.threshold = server.compression_threshold
+        self.counted = False
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.subscriber: Subscriber | None = None
@@ -235,6 +276,8 @@ class _Connection(asyncio.Protocol):
         self.last_seen = self.server._loop.time()
         self.ws.receive_data(data)
         self._process()
+        if self.ws.parser_exc is not None and not self.counted:
+            self._count_protocol_error()
 
     def eof_received(self) -> bool | None:
         self.ws.receive_eof()
@@ -257,7 +300,7 @@ class _Connection(asyncio.Protocol):
         backlog = subscriber.get_nowait()
         if backlog:
             self.write_pending()
-            self.transport.writelines([frame.wire for frame in backlog])
+            self.transport.writelines([self._wire(frame) for frame in backlog])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
@@ -337,6 +380,9 @@ class _Connection(asyncio.Protocol):
         self._send_protocol_data()
         if self.ws.state is not State.OPEN:
             return
+        for extension in self.ws.extensions:
+            if isinstance(extension, PerMessageDeflate):
+                self.window_bits = extension.local_max_window_bits
         subscriber = endpoint.open()
         subscriber.attach(self)
         self.subscriber = subscriber
@@ -414,7 +460,11 @@ class _Connection(asyncio.Protocol):
         """Take the frame's wire bytes for this iteration's write, unless the socket is full."""
         if self.paused or self.transport is None:
             return False
-        self.pending.append(frame.wire)
+        self.pending.append(
+            frame.deflated(self.window_bits)
+            if self.window_bits and frame.size >= self.threshold
+            else frame.wire
+        )
         if not self.dirty:
             self.dirty = True
             self.flusher.add(self)
@@ -431,6 +481,17 @@ class _Connection(asyncio.Protocol):
     def flush(self) -> None:
         """Write every pending frame with one call (the loop's flusher calls this)."""
         self.write_pending()
+
+    def _wire(self, frame: Frame) -> bytes:
+        if self.window_bits and frame.size >= self.threshold:
+            return frame.deflated(self.window_bits)
+        return frame.wire
+
+    def _count_protocol_error(self) -> None:
+        close = self.ws.close_sent
+        if close is not None:
+            self.counted = True
+            self.server.protocol_errors[int(close.code)] += 1
 
     def write_pending(self) -> None:
         """Write every pending frame with one call."""

@@ -85,12 +85,13 @@ class Tally:
 class Worker:
     """The clients of this process, and the per-frame bookkeeping they share."""
 
-    def __init__(self, url: str, channels: list[str], client: str) -> None:
+    def __init__(self, url: str, channels: list[str], client: str, deflate: bool = False) -> None:
         self.url = url
         self.channels = channels
         self.nch = len(channels)
         self.all_warm = (1 << self.nch) - 1
         self.client = client
+        self.deflate = deflate
         self.tallies: list[Tally] = []
         self.handles: list[Any] = []
         self.tasks: set[asyncio.Task[None]] = set()
@@ -239,7 +240,9 @@ class Worker:
     async def _open_websockets(self, t: Tally) -> Any:
         from websockets.asyncio.client import connect
 
-        ws = await connect(self.url, compression=None, ping_interval=None, max_queue=None)
+        # With deflate, the offer browsers make: permessage-deflate; client_max_window_bits.
+        compression = "deflate" if self.deflate else None
+        ws = await connect(self.url, compression=compression, ping_interval=None, max_queue=None)
         await ws.send(PING.decode())
 
         async def reader() -> None:
@@ -430,9 +433,12 @@ def main() -> None:
     parser.add_argument("--channels", nargs="+", required=True)
     parser.add_argument("--client", choices=["picows", "websockets", "aiohttp"], default="picows")
     parser.add_argument("--max-seconds", type=float, default=1800.0)
+    parser.add_argument(
+        "--deflate", action="store_true", help="offer permessage-deflate (websockets client)"
+    )
     parser.add_argument("--ping-interval", type=float, default=30.0, help="as the reference client")
     args = parser.parse_args()
-    worker = Worker(args.url, args.channels, args.client)
+    worker = Worker(args.url, args.channels, args.client, args.deflate)
 
     async def run() -> None:
         pinger = asyncio.get_running_loop().create_task(

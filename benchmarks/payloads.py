@@ -111,6 +111,64 @@ _SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
+_SYMBOLS = [
+    "AAPL",
+    "MSFT",
+    "NVDA",
+    "AMZN",
+    "GOOGL",
+    "META",
+    "TSLA",
+    "JPM",
+    "V",
+    "UNH",
+    "XOM",
+    "JNJ",
+    "WMT",
+    "PG",
+    "MA",
+    "HD",
+    "CVX",
+    "LLY",
+    "ABBV",
+    "KO",
+]
+_SECTORS = ("Technology", "Financials", "Healthcare", "Energy", "Consumer")
+
+
+def portfolio(positions: int = 20) -> dict[str, Any]:
+    """A ``portfolio:update`` with ``positions`` fully described positions (about 3 KB for 20)."""
+    rows = []
+    for i in range(positions):
+        entry = 100.0 + 7.25 * i
+        current = round(entry * (1.0 + ((i % 7) - 3) / 100.0), 2)
+        quantity = 10 + 5 * (i % 9)
+        rows.append(
+            {
+                "symbol": _SYMBOLS[i % len(_SYMBOLS)],
+                "quantity": quantity,
+                "entry_price": entry,
+                "current_price": current,
+                "market_value": round(quantity * current, 2),
+                "unrealized_pnl": round(quantity * (current - entry), 2),
+                "sector": _SECTORS[i % len(_SECTORS)],
+            }
+        )
+    value = round(sum(r["market_value"] for r in rows), 2)
+    return {
+        **_SHAPES["portfolio:update"],
+        "positions_value": value,
+        "total_equity": round(value + 5000.0, 2),
+        "positions": rows,
+        "sector_exposure": {s: round(100.0 / len(_SECTORS), 2) for s in _SECTORS},
+    }
+
+
+#: Payload sets: ``reference`` (the five ~400-byte shapes, one per channel) and
+#: ``portfolio20`` (a 20-position ``portfolio:update`` on that one channel).
+PAYLOADS = ("reference", "portfolio20")
+
+
 def _template(shape: dict[str, Any]) -> str:
     data = dict(shape, bench_seq=_SEQ, bench_ns=_NS)
     text = json.dumps(data, separators=(",", ":")).replace("%", "%%")
@@ -120,12 +178,16 @@ def _template(shape: dict[str, Any]) -> str:
 class EventFactory:
     """Build benchmark events for a list of channels, cheaply (one ``%`` per event)."""
 
-    def __init__(self, channels: list[str] | None = None) -> None:
+    def __init__(self, channels: list[str] | None = None, payload: str = "reference") -> None:
         self.channels = list(channels or CHANNELS)
-        shapes = list(_SHAPES.values())
+        shapes = dict(_SHAPES)
+        if payload == "portfolio20":
+            shapes["portfolio:update"] = portfolio(20)
+        elif payload != "reference":
+            raise ValueError(f"unknown payload {payload!r}: one of {PAYLOADS}")
+        listed = list(shapes.values())
         self._templates = [
-            _template(_SHAPES.get(ch, shapes[i % len(shapes)]))
-            for i, ch in enumerate(self.channels)
+            _template(shapes.get(ch, listed[i % len(listed)])) for i, ch in enumerate(self.channels)
         ]
 
     def event(self, seq: int, ns: int) -> tuple[str, str]:

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -47,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from payloads import CHANNELS, EventFactory  # noqa: E402
+from payloads import CHANNELS, PAYLOADS, EventFactory  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -73,6 +74,8 @@ class Target:
     script: str = ""
     #: the wsbridge sources to run it against (default: this checkout's src/)
     src: Path | None = None
+    #: its clients offer permessage-deflate, as browsers do (``--offer``)
+    deflate: bool = False
 
     def copies_for(self, n: int) -> int:
         """How many copies of each event each of ``n`` clients receives by design."""
@@ -386,6 +389,7 @@ class Config:
     smoke: bool
     setup: bool
     profile: bool
+    payload: str = "reference"
     argv: list[str] = field(default_factory=list)
     #: targets run against another wsbridge source tree (``--baseline-src``), by name
     variants: dict[str, Target] = field(default_factory=dict)
@@ -421,8 +425,15 @@ async def run_case(
     server = spawn(cmd, logs / f"{tag}.server.log", env)
     workers: list[WorkerProc] = []
     pub = aioredis.from_url(redis_url)
-    factory = EventFactory(cfg.channels)
-    result: dict[str, Any] = {"target": target.name, "n": n, "rep": rep, "modes": {}}
+    factory = EventFactory(cfg.channels, cfg.payload)
+    result: dict[str, Any] = {
+        "target": target.name,
+        "n": n,
+        "rep": rep,
+        "modes": {},
+        "deflate": target.deflate,
+        "payload": cfg.payload,
+    }
     if target.name.startswith("wsbridge"):
         result["wsbridge_tree"] = tree_digest(src / "wsbridge")
     try:
@@ -442,6 +453,8 @@ async def run_case(
         max_seconds = max(60.0, deadline - time.monotonic() + 60)
         wargs = ["--url", url, "--client", cfg.client, "--max-seconds", str(int(max_seconds))]
         wargs += ["--channels", *cfg.channels]
+        if target.deflate:
+            wargs.append("--deflate")
         workers = [
             await WorkerProc.start(wargs, s, logs / f"{tag}.worker{i}.log")
             for i, s in enumerate(shares)
@@ -486,7 +499,7 @@ async def run_case(
             stem = logs / f"{tag}.{mode}"
             spy = start_profile(server.pid, stem) if cfg.profile and rep == 0 else None
             try:
-                r = await measure(cfg, server.pid, pub, factory, workers, base, m, rate)
+                r = await measure(cfg, server.pid, pub, factory, workers, base, m, rate, port)
             finally:
                 if spy is not None:
                     result.setdefault("profiles", {})[mode] = await asyncio.to_thread(
@@ -616,6 +629,27 @@ async def settle(pid: int, timeout: float) -> None:
         before = now
 
 
+_BYTES_SENT = re.compile(r"\bbytes_sent:(\d+)")
+
+
+async def wire_bytes(port: int) -> int | None:
+    """TCP payload bytes sent so far on the server's established connections (``ss -ti``)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "ss", "-tinH", "state", "established", f"( sport = :{port} )",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    except OSError:
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    return sum(int(x) for x in _BYTES_SENT.findall(out.decode()))
+
+
 async def measure(
     cfg: Config,
     pid: int,
@@ -625,9 +659,11 @@ async def measure(
     base: int,
     m: int,
     rate: float | None,
+    port: int,
 ) -> dict[str, Any]:
     """Publish ``m`` events (as fast as possible, or at ``rate``/s) and account for them."""
     await call_all(workers, 30, cmd="start", base=base, count=m, latency=rate is not None)
+    wire0 = await wire_bytes(port)
     user0, sys0 = tree_cpu_split(pid)
     cpu0 = user0 + sys0
     t0 = time.monotonic_ns()
@@ -653,6 +689,7 @@ async def measure(
     )
     user1, sys1 = tree_cpu_split(pid)
     cpu1 = user1 + sys1
+    wire1 = await wire_bytes(port)
     fresh = sum(r["fresh"] for r in replies)
     frames = sum(r["frames"] for r in replies)
     last_ns = max(r["last_ns"] for r in replies)
@@ -667,6 +704,12 @@ async def measure(
         "server_user_s": user1 - user0,
         "server_sys_s": sys1 - sys0,
         "cpu_us_per_delivery": (cpu1 - cpu0) / fresh * 1e6 if fresh else float("nan"),
+        # TCP payload the server sent to its clients (frames, pongs: WebSocket bytes).
+        "wire_bytes_per_delivery": (
+            (wire1 - wire0) / fresh
+            if fresh and wire0 is not None and wire1 is not None
+            else float("nan")
+        ),
         "client_us_per_frame": (
             sum(r["cpu_s"] for r in replies) / frames * 1e6 if frames else float("nan")
         ),
@@ -766,6 +809,7 @@ def summarize(cfg: Config, results: list[dict[str, Any]]) -> dict[tuple[str, int
             s: dict[str, Any] = {"count": len(ms)}
             for key in (
                 "cpu_us_per_delivery",
+                "wire_bytes_per_delivery",
                 "deliveries_per_s",
                 "wall_s",
                 "client_us_per_frame",
@@ -814,25 +858,24 @@ def render(cfg: Config, groups: dict[tuple[str, int], dict[str, Any]], meta: dic
         "",
         f"Machine: {meta['machine']}. Python {meta['python']}, loop {cfg.loop}, "
         f"load client {cfg.client} in {cfg.workers} process(es). Versions: {meta['versions']}.",
-        f"Events: {meta['event_bytes']:.0f} B of JSON on {len(cfg.channels)} channels; "
+        f"Events ({cfg.payload}): {meta['event_bytes']:.0f} B of JSON "
+        f"on {len(cfg.channels)} channels; "
         f"{cfg.repeats} repeat(s), medians with (min-max). µs/delivery = server user+sys CPU "
         "per event delivered to one client (first copy only).",
         "",
     ]
-    order = [
-        name
-        for t in TARGETS
-        if t in cfg.targets
-        for name in [*(v for v in cfg.variants if v.partition("@")[0] == t), t]
-    ]
+    known = list(TARGETS)
+    # Grouped by target, in TARGETS' order; a target's variants stay where they were run.
+    order = sorted(cfg.targets, key=lambda x: known.index(x.partition("@")[0].partition("+")[0]))
     for mode in cfg.modes:
         if mode == "throughput":
             lines += [
                 "## Throughput: publish a fixed count as fast as possible",
                 "",
-                "| target | N | msgs | µs CPU/delivery | xbroadcaster | xceiling | deliveries/s "
-                "| wall s | KB/conn | client µs/frame | dup | loss | status |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+                "| target | N | msgs | µs CPU/delivery | xbroadcaster | xceiling | x no offer "
+                "| wire B/delivery | deliveries/s | wall s | KB/conn | client µs/frame | dup "
+                "| loss | status |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
             ]
         else:
             lines += [
@@ -845,12 +888,16 @@ def render(cfg: Config, groups: dict[tuple[str, int], dict[str, Any]], meta: dic
         for n in cfg.ns:
             if mode == "rate" and n > cfg.rate_max_n:
                 continue
-            bc = groups.get((BROADCASTER, n), {}).get(mode, {})
-            ce = groups.get((CEILING, n), {}).get(mode, {})
             for name in order:
                 g = groups.get((name, n))
                 if g is None:
                     continue
+                # Clients that offer deflate are compared with peers whose clients offer it.
+                plain, _, offer = name.partition("+")
+                suffix = "+" + offer if offer else ""
+                bc = groups.get((BROADCASTER + suffix, n), {}).get(mode, {})
+                ce = groups.get((CEILING + suffix, n), {}).get(mode, {})
+                po = groups.get((plain, n), {}).get(mode, {}) if offer else {}
                 s = g.get(mode, {})
                 status = _status(g, s)
                 dup = _dup_text(cfg.variants.get(name) or TARGETS[name], n, s)
@@ -861,6 +908,8 @@ def render(cfg: Config, groups: dict[tuple[str, int], dict[str, Any]], meta: dic
                         f"| {name} | {n:,} | {s.get('messages', 0):,} | {_fmt(cpu)} "
                         f"| {_ratio(cpu, bc.get('cpu_us_per_delivery'))} "
                         f"| {_ratio(cpu, ce.get('cpu_us_per_delivery'))} "
+                        f"| {_ratio(cpu, po.get('cpu_us_per_delivery'))} "
+                        f"| {_fmt(s.get('wire_bytes_per_delivery'), 0, False)} "
                         f"| {_fmt(s.get('deliveries_per_s'), 0, False)} "
                         f"| {_fmt(s.get('wall_s'), 2, False)} | {_fmt(g.get('mem'), 1, False)} "
                         f"| {_fmt(s.get('client_us_per_frame'), 1, False)} "
@@ -985,6 +1034,20 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--workers", type=int, default=2, help="load-generator processes")
     p.add_argument("--client", choices=["picows", "websockets", "aiohttp"], default="picows")
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+    p.add_argument(
+        "--offer",
+        choices=["none", "deflate", "both"],
+        default="none",
+        help="clients offer permessage-deflate as browsers do (needs --client websockets); "
+        "both: every target twice, its clients without the offer, then with (NAME+deflate)",
+    )
+    p.add_argument(
+        "--payload",
+        choices=PAYLOADS,
+        default="reference",
+        help="reference: the five ~400-byte events; portfolio20: a 20-position "
+        "portfolio:update (about 3 KB), on that channel only",
+    )
     p.add_argument("--run-timeout", type=float, default=120.0, help="seconds per measured phase")
     p.add_argument("--idle-timeout", type=float, default=5.0, help="give up after no progress")
     p.add_argument("--max-minutes", type=float, default=90.0, help="whole run; rest is skipped")
@@ -1049,6 +1112,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
                 with_baseline.append(name)  # right before the target: interleaved
             with_baseline.append(t)
         targets = with_baseline
+    if a.offer != "none":
+        if a.client != "websockets":
+            p.error("--offer needs --client websockets (picows offers no permessage-deflate)")
+        with_offer: list[str] = []
+        for t in targets:
+            plain = variants.get(t) or TARGETS[t]
+            name = f"{t}+deflate"
+            variants[name] = replace(plain, name=name, script=plain.script or t, deflate=True)
+            with_offer += [t, name] if a.offer == "both" else [name]
+        targets = with_offer
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     if not modes or any(m not in ("throughput", "rate") for m in modes):
         p.error("--modes takes throughput and/or rate")
@@ -1068,7 +1141,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         workers=max(1, a.workers),
         client=a.client,
         loop=a.loop,
-        channels=list(CHANNELS),
+        channels=["portfolio:update"] if a.payload == "portfolio20" else list(CHANNELS),
         run_timeout=a.run_timeout,
         idle_timeout=a.idle_timeout,
         max_minutes=a.max_minutes,
@@ -1079,6 +1152,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         smoke=a.smoke,
         setup=a.setup,
         profile=a.profile,
+        payload=a.payload,
         argv=list(argv if argv is not None else sys.argv[1:]),
         variants=variants,
     )
@@ -1145,7 +1219,7 @@ async def amain(cfg: Config) -> int:
         f"{platform.release()}",
         "python": platform.python_version(),
         "versions": versions() + other_interpreters(cfg),
-        "event_bytes": EventFactory(cfg.channels).mean_size(),
+        "event_bytes": EventFactory(cfg.channels, cfg.payload).mean_size(),
         "elapsed_s": time.monotonic() - started,
     }
     report = render(cfg, groups, meta)

@@ -276,13 +276,29 @@ class _Connection(asyncio.Protocol):
         self.last_seen = self.server._loop.time()
         self.ws.receive_data(data)
         self._process()
-        if self.ws.parser_exc is not None and not self.counted:
-            self._count_protocol_error()
+        if self.ws.state is not State.OPEN and self.subscriber is not None:
+            self._protocol_closing()
 
     def eof_received(self) -> bool | None:
         self.ws.receive_eof()
         self._process()
+        if self.ws.state is not State.OPEN and self.subscriber is not None:
+            self._protocol_closing()
         return None
+
+    def _protocol_closing(self) -> None:
+        # The client closed, or sent a frame the protocol refuses (a deflate bomb, bad
+        # data) and the close frame is sent: nothing may be written after it, so the
+        # fan-out must stop offering frames to this connection.
+        if self.ws.parser_exc is not None and not self.counted:
+            self._count_protocol_error()
+        subscriber = self.subscriber
+        if subscriber is not None and not subscriber.closed:
+            close = self.ws.close_sent or self.ws.close_rcvd
+            if close is None:
+                subscriber.close(protocol.CLOSE_GOING_AWAY, "connection closed")
+            else:
+                subscriber.close(int(close.code), close.reason)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -488,9 +504,9 @@ class _Connection(asyncio.Protocol):
         return frame.wire
 
     def _count_protocol_error(self) -> None:
+        self.counted = True
         close = self.ws.close_sent
         if close is not None:
-            self.counted = True
             self.server.protocol_errors[int(close.code)] += 1
 
     def write_pending(self) -> None:

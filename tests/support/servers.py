@@ -229,11 +229,11 @@ class BridgeServer(_AsyncioServer):
 
     name = "wsbridge-server"
 
-    def __init__(self, endpoint: Any) -> None:
+    def __init__(self, endpoint: Any, **options: Any) -> None:
         super().__init__(endpoint)
         from wsbridge.server import Server
 
-        self.server = Server(endpoint, host="127.0.0.1", port=self.port, path="/ws")
+        self.server = Server(endpoint, host="127.0.0.1", port=self.port, path="/ws", **options)
 
     def _main(self) -> None:
         async def main() -> None:

@@ -1,0 +1,291 @@
+"""permessage-deflate in wsbridge's own server: negotiation, shared compressed frames, bombs.
+
+Clients are real sockets against a real server: the ``websockets`` client (which offers
+deflate by default, as browsers do) and a raw-socket client that sends exactly the offer,
+and the frames, a test needs. What each client decodes is compared byte for byte with what
+a client that offered nothing received.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.client import Client
+from tests.support.rawws import CLOSE, RawClient, deflate, inflate
+from tests.support.servers import BridgeServer
+from wsbridge import Broadcaster, Endpoint, outbox
+from wsbridge import deflate as wsdeflate
+from wsbridge.exceptions import ConfigurationError
+from wsbridge.outbox import Frame
+from wsbridge.server import Server
+
+pytestmark = pytest.mark.anyio
+
+CHANNEL = "portfolio:update"
+
+
+def portfolio(positions: int) -> dict[str, Any]:
+    """A portfolio snapshot with ``positions`` positions (20 make about 3 KB of JSON)."""
+    rows = [
+        {
+            "symbol": f"SYM{i:02d}",
+            "quantity": 10 + i,
+            "entry_price": 100.0 + i,
+            "current_price": 101.5 + i,
+            "market_value": (10 + i) * (101.5 + i),
+            "unrealized_pnl": (10 + i) * 1.5,
+            "sector": ("Technology", "Energy", "Healthcare")[i % 3],
+        }
+        for i in range(positions)
+    ]
+    return {"total_equity": 30000.0, "cash": 5000.0, "positions_value": 25000.0, "positions": rows}
+
+
+SMALL = {"total_equity": 1.0, "cash": 1.0, "positions_value": 0.0}
+LARGE = portfolio(20)
+
+
+# -- the pure part ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", range(9, 16))
+def test_a_message_compressed_alone_decodes_with_its_window(bits: int) -> None:
+    payload = json.dumps(LARGE).encode()
+    data = wsdeflate.compress_message(payload, bits)
+    assert len(data) < len(payload) / 2
+    assert inflate(data, bits) == payload
+
+
+def test_window_bits_zlib_cannot_compress_with_are_refused() -> None:
+    with pytest.raises(ValueError, match="window_bits"):
+        wsdeflate.compress_message(b"x", 8)
+
+
+def test_a_frame_is_compressed_once_per_window_size() -> None:
+    frame = Frame(CHANNEL, json.dumps({"channel": CHANNEL, "data": LARGE}))
+    wire = frame.deflated(15)
+    assert wire is frame.deflated(15)  # cached: every client of that window shares it
+    assert wire[0] == 0xC1  # FIN, RSV1 (compressed), text
+    assert frame.deflated(10) is not wire
+    assert frame.deflated(10) is frame.deflated(10)
+    # A frame that compression would not shrink is sent plain.
+    tiny = Frame("", '{"type":"pong"}')
+    assert tiny.deflated(15) is tiny.wire
+
+
+# -- negotiation --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[BridgeServer]:
+    endpoint = Endpoint(Broadcaster("memory://"), channels=[CHANNEL])
+    with BridgeServer(endpoint) as running:
+        assert isinstance(running, BridgeServer)
+        yield running
+
+
+def publish(server: BridgeServer, data: object) -> None:
+    server.call(server.server.broadcaster.publish, CHANNEL, data)
+
+
+async def ready(client: RawClient, compressor: Any = None, client_bits: int = 15) -> None:
+    """Ping (compressed when the extension is on) and wait for the pong: subscribed."""
+    ping = b'{"type":"ping"}'
+    if client.extension is not None:
+        await client.send_frame(deflate(ping, compressor, client_bits), rsv1=True)
+    else:
+        await client.send_frame(ping)
+    frame = await client.recv_data()
+    assert not frame.rsv1  # under the threshold: plain
+    assert json.loads(frame.payload) == {"type": "pong"}
+
+
+def text_of(client: RawClient, frame: Any) -> bytes:
+    """The message text a client decodes from ``frame``."""
+    if not frame.rsv1:
+        return bytes(frame.payload)
+    ext = client.extension
+    assert ext is not None, "RSV1 set without the extension"
+    bits = int(ext.get("server_max_window_bits") or 15)
+    return inflate(frame.payload, bits)
+
+
+OFFERS = [
+    # (offer, the parameters of the answer; None: no extension)
+    ("permessage-deflate", {"server_no_context_takeover": None}),
+    # What Chromium and Firefox send.
+    ("permessage-deflate; client_max_window_bits", {"server_no_context_takeover": None}),
+    (
+        "permessage-deflate; client_no_context_takeover",
+        {"server_no_context_takeover": None, "client_no_context_takeover": None},
+    ),
+    (
+        "permessage-deflate; server_max_window_bits=10",
+        {"server_no_context_takeover": None, "server_max_window_bits": "10"},
+    ),
+    (
+        "permessage-deflate; client_max_window_bits=9",
+        {"server_no_context_takeover": None, "client_max_window_bits": "9"},
+    ),
+    # zlib cannot compress raw deflate with a 256-byte window: that offer is declined ...
+    ("permessage-deflate; server_max_window_bits=8", None),
+    # ... and the client's next offer taken.
+    (
+        "permessage-deflate; server_max_window_bits=8, permessage-deflate",
+        {"server_no_context_takeover": None},
+    ),
+    ("permessage-deflate; unknown_parameter", None),
+    ("x-webkit-deflate-frame", None),
+    (None, None),
+]
+
+
+@pytest.mark.parametrize(("offer", "answer"), OFFERS)
+async def test_negotiation_and_the_payload_each_client_decodes(
+    server: BridgeServer, offer: str | None, answer: dict[str, str | None] | None
+) -> None:
+    client = await RawClient.connect(server.port, extensions=offer)
+    plain = await RawClient.connect(server.port)
+    try:
+        assert client.status == 101
+        assert client.extension == answer
+        client_bits = int((answer or {}).get("client_max_window_bits") or 15)
+        # Context takeover unless the answer says otherwise: one compressor for every message.
+        takeover = answer is not None and "client_no_context_takeover" not in answer
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -client_bits) if takeover else None
+        for _ in range(2):  # the second compressed ping refers back to the first
+            await ready(client, compressor, client_bits)
+        await ready(plain)
+        for data in (SMALL, LARGE):
+            publish(server, data)
+            got, reference = await client.recv_data(), await plain.recv_data()
+            assert not reference.rsv1
+            # What the client decodes is byte for byte what a plain client gets.
+            assert text_of(client, got) == reference.payload
+            assert json.loads(reference.payload) == {"channel": CHANNEL, "data": data}
+            large = data is LARGE
+            assert got.rsv1 is (answer is not None and large)
+            if got.rsv1:
+                assert len(got.payload) < len(reference.payload) / 3
+    finally:
+        await client.close()
+        await plain.close()
+
+
+async def test_clients_with_the_same_window_get_the_same_bytes(
+    server: BridgeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compressed: list[int] = []
+    original = wsdeflate.deflate_text_frame
+
+    def counting(payload: bytes, window_bits: int = 15) -> bytes | None:
+        compressed.append(window_bits)
+        return original(payload, window_bits)
+
+    monkeypatch.setattr(wsdeflate, "deflate_text_frame", counting)
+    offers = ["permessage-deflate"] * 3 + ["permessage-deflate; server_max_window_bits=10"] * 2
+    clients = [await RawClient.connect(server.port, extensions=offer) for offer in offers]
+    try:
+        for client in clients:
+            await ready(client)
+        publish(server, LARGE)
+        frames = [await client.recv_data() for client in clients]
+        assert all(frame.rsv1 for frame in frames)
+        assert frames[0].wire == frames[1].wire == frames[2].wire
+        assert frames[3].wire == frames[4].wire
+        # Compressed once per window size, whatever the number of clients.
+        assert sorted(compressed) == [10, 15]
+        assert inflate(frames[3].payload, 10) == inflate(frames[0].payload, 15)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "small_compressed", "negotiated"),
+    [
+        ({}, False, True),
+        ({"compression_threshold": 0}, True, True),
+        ({"compression": False}, False, False),
+    ],
+)
+async def test_threshold_and_switch(
+    options: dict[str, Any], small_compressed: bool, negotiated: bool
+) -> None:
+    endpoint = Endpoint(Broadcaster("memory://"), channels=[CHANNEL])
+    with BridgeServer(endpoint, **options) as server:
+        assert isinstance(server, BridgeServer)
+        client = await RawClient.connect(server.port, extensions="permessage-deflate")
+        try:
+            assert (client.extension is not None) is negotiated
+            await ready(client)
+            publish(server, SMALL)
+            frame = await client.recv_data()
+            assert frame.rsv1 is small_compressed
+            assert json.loads(text_of(client, frame)) == {"channel": CHANNEL, "data": SMALL}
+        finally:
+            await client.close()
+
+
+def test_a_negative_threshold_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        Server(Broadcaster("memory://"), compression_threshold=-1)
+
+
+# -- hostile compressed frames ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        # 16 MB of spaces, about 16 KB compressed: far over the 64 KiB frame limit.
+        (deflate(b" " * (16 << 20)), 1009),
+        # Not deflate data at all.
+        (b"\xff\xfe\xfd" * 10, 1002),
+    ],
+    ids=["deflate-bomb", "not-deflate"],
+)
+async def test_hostile_compressed_frames_close_that_client_only(
+    server: BridgeServer, payload: bytes, code: int
+) -> None:
+    hostile = await RawClient.connect(server.port, extensions="permessage-deflate")
+    bystander = await Client.connect(server.url)  # the websockets client: deflate too
+    try:
+        await bystander.pinged()
+        await ready(hostile)
+        assert len(payload) < 64 * 1024
+        await hostile.send_frame(payload, rsv1=True)
+        for _ in range(100):
+            frame = await hostile.recv_frame()
+            if frame.opcode == CLOSE:
+                break
+        assert frame.opcode == CLOSE
+        assert frame.close_code == code
+        # Counted; the server, and the other client, carry on.
+        assert await server.acall(counted, server.server, code) == 1
+        publish(server, LARGE)
+        assert await bystander.recv_event() == {"channel": CHANNEL, "data": LARGE}
+        late = await Client.connect(server.url)
+        await late.pinged()
+        await late.close()
+    finally:
+        await hostile.close()
+        await bystander.close()
+
+
+async def counted(server: Server, code: int) -> int:
+    """Read the counter in the server's loop: after the frame that closed the client."""
+    return server.protocol_errors[code]
+
+
+def test_frame_cache_does_not_change_the_outbox_accounting() -> None:
+    box = outbox.Outbox(max_messages=10, max_bytes=10_000)
+    frame = Frame(CHANNEL, json.dumps({"channel": CHANNEL, "data": LARGE}))
+    frame.deflated(15)
+    assert box.push(frame) is outbox.QUEUED
+    assert box.bytes == frame.size == len(frame.text)

@@ -9,14 +9,22 @@ a client that offered nothing received.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
+from tests.support.ci import npm_ci, unavailable
 from tests.support.client import Client
+from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.rawws import CLOSE, RawClient, deflate, inflate
+from tests.support.redis_server import TIMEOUT_SCALE_ENV, free_port, scaled
+from tests.support.samples import REFERENCE_EXAMPLES
 from tests.support.servers import BridgeServer
 from wsbridge import Broadcaster, Endpoint, outbox
 from wsbridge import deflate as wsdeflate
@@ -24,7 +32,12 @@ from wsbridge.exceptions import ConfigurationError
 from wsbridge.outbox import Frame
 from wsbridge.server import Server
 
+if TYPE_CHECKING:
+    import redis
+
 pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHANNEL = "portfolio:update"
 
@@ -45,6 +58,9 @@ def portfolio(positions: int) -> dict[str, Any]:
     ]
     return {"total_equity": 30000.0, "cash": 5000.0, "positions_value": 25000.0, "positions": rows}
 
+
+# What Chromium (and Firefox) offer on every WebSocket.
+CHROMIUM_OFFER = "permessage-deflate; client_max_window_bits"
 
 SMALL = {"total_equity": 1.0, "cash": 1.0, "positions_value": 0.0}
 LARGE = portfolio(20)
@@ -289,3 +305,128 @@ def test_frame_cache_does_not_change_the_outbox_accounting() -> None:
     frame.deflated(15)
     assert box.push(frame) is outbox.QUEUED
     assert box.bytes == frame.size == len(frame.text)
+
+
+# -- wsbridge serve, as a process ---------------------------------------------------------
+
+
+def start_serve(*args: str, **env: str) -> Child:
+    """``wsbridge serve`` in a child, once it listens."""
+    child = Child(wsbridge_command("serve", *args), env=child_env(**env))
+    try:
+        child.wait_for(r"^wsbridge serve: listening on ws://", timeout=30)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
+@pytest.mark.redis
+async def test_serve_shares_compressed_frames_and_survives_a_bomb(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    port = free_port()
+    child = start_serve("--redis", redis_url, "--port", str(port))
+    try:
+        url = f"ws://127.0.0.1:{port}/ws"
+        browser_like = await Client.connect(url)  # offers deflate, as browsers do
+        answer = browser_like.ws.response.headers["Sec-WebSocket-Extensions"]
+        assert answer == "permessage-deflate; server_no_context_takeover"
+        chromium = await RawClient.connect(port, extensions=CHROMIUM_OFFER)
+        firefox = await RawClient.connect(port, extensions=CHROMIUM_OFFER)
+        plain = await RawClient.connect(port)
+        hostile = await RawClient.connect(port, extensions="permessage-deflate")
+        await browser_like.pinged()
+        for client in (chromium, firefox, plain, hostile):
+            await ready(client)
+        trade = REFERENCE_EXAMPLES["trade:executed"]
+        for channel, data in (("trade:executed", trade), (CHANNEL, LARGE)):
+            redis_client.publish(channel, json.dumps(data))
+            reference = await plain.recv_data()
+            assert not reference.rsv1
+            sent = json.loads(reference.payload)
+            assert sent["channel"] == channel
+            assert sent["data"] == data  # equal as JSON values (10 and 10.0 alike)
+            a, b = await chromium.recv_data(), await firefox.recv_data()
+            assert a.wire == b.wire  # one compressed frame for both
+            assert a.rsv1  # both are over the threshold
+            assert text_of(chromium, a) == reference.payload
+            assert (await browser_like.ws.recv()).encode() == reference.payload
+            assert text_of(hostile, await hostile.recv_data()) == reference.payload
+
+        await hostile.send_frame(deflate(b" " * (16 << 20)), rsv1=True)
+        frame = await hostile.recv_data()
+        assert frame.opcode == CLOSE
+        assert frame.close_code == 1009
+
+        redis_client.publish(CHANNEL, json.dumps(SMALL))
+        assert await browser_like.recv_event() == {"channel": CHANNEL, "data": SMALL}
+        small = await chromium.recv_data()
+        assert not small.rsv1  # under the threshold: plain
+        assert json.loads(small.payload) == {"channel": CHANNEL, "data": SMALL}
+        await browser_like.close()
+        for client in (chromium, firefox, plain, hostile):
+            await client.close()
+    finally:
+        assert child.stop() == 0
+    assert "Traceback" not in child.output()
+
+
+async def test_serve_without_compression_from_the_environment() -> None:
+    port = free_port()
+    child = start_serve("--port", str(port), WSBRIDGE_COMPRESSION="false")
+    try:
+        client = await RawClient.connect(port, extensions=CHROMIUM_OFFER)
+        assert client.status == 101
+        assert client.extension is None
+        await ready(client)
+        await client.close()
+    finally:
+        assert child.stop() == 0
+
+
+# -- Chromium -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_the_dashboard_in_chromium_decodes_compressed_frames(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    browser_dir = ROOT / "tests" / "browser"
+    node = shutil.which("node")
+    chromium = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
+    if node is None or chromium is None:
+        unavailable("node and Chromium are needed for the browser tests")
+    if not (browser_dir / "node_modules" / "playwright-core").is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            unavailable("npm is needed to install playwright-core")
+        npm_ci(browser_dir, npm, scaled(600))
+    port = free_port()
+    child = start_serve("--redis", redis_url, "--port", str(port))
+    env = child_env(
+        WS_PORT=str(port),
+        STATIC_DIR=str(ROOT / "src" / "wsbridge" / "demo" / "static"),
+        CHROMIUM_PATH=chromium,
+        **{TIMEOUT_SCALE_ENV: str(scaled(1.0))},
+    )
+    plain = await RawClient.connect(port)
+    try:
+        await ready(plain)
+        with Child([node, str(browser_dir / "compression.mjs")], env=env, cwd=browser_dir) as page:
+            await anyio.to_thread.run_sync(
+                lambda: page.wait_for("^@@ready$", stream="stdout", timeout=90)
+            )
+            redis_client.publish(CHANNEL, json.dumps(LARGE))
+            reference = await plain.recv_data()
+            assert await anyio.to_thread.run_sync(lambda: page.wait(120)) == 0, page.output()
+            outcome = json.loads(page.lines("stdout")[-1])
+    finally:
+        await plain.close()
+        assert child.stop() == 0
+    assert outcome["extensions"] == "permessage-deflate; server_no_context_takeover"
+    # What Chromium decoded is, byte for byte, what a client without compression received.
+    assert reference.payload.decode() in outcome["frames"]
+    assert outcome["rows"] == 20
+    assert "Traceback" not in child.output()

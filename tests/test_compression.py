@@ -25,9 +25,10 @@ from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.rawws import CLOSE, RawClient, deflate, inflate
 from tests.support.redis_server import TIMEOUT_SCALE_ENV, free_port, scaled
 from tests.support.samples import REFERENCE_EXAMPLES
-from tests.support.servers import BridgeServer
+from tests.support.servers import BridgeServer, UvicornServer
 from wsbridge import Broadcaster, Endpoint, outbox
 from wsbridge import deflate as wsdeflate
+from wsbridge.asgi import WebSocketApp
 from wsbridge.exceptions import ConfigurationError
 from wsbridge.outbox import Frame
 from wsbridge.server import Server
@@ -430,3 +431,43 @@ async def test_the_dashboard_in_chromium_decodes_compressed_frames(
     assert reference.payload.decode() in outcome["frames"]
     assert outcome["rows"] == 20
     assert "Traceback" not in child.output()
+
+
+# -- uvicorn: per-client compression, off by default --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "negotiated"),
+    [({}, False), ({"per_message_deflate": True}, True), ({"per_message_deflate": None}, True)],
+)
+@pytest.mark.parametrize("ws", ["websockets-sansio", "wsproto"])
+async def test_wsbridge_uvicorn_server_compresses_only_when_asked(
+    options: dict[str, Any], negotiated: bool, ws: str
+) -> None:
+    broadcaster = Broadcaster("memory://")
+    app = WebSocketApp(Endpoint(broadcaster, channels=[CHANNEL]), path="/ws")
+    with UvicornServer(app, ws=ws, bridge={"broadcaster": broadcaster, **options}) as server:
+        client = await Client.connect(server.url)  # offers deflate, as browsers do
+        try:
+            answer = client.ws.response.headers.get("Sec-WebSocket-Extensions")
+            assert (answer is not None) is negotiated, answer
+            await client.pinged()
+            server.call(broadcaster.publish, CHANNEL, LARGE)
+            assert await client.recv_event() == {"channel": CHANNEL, "data": LARGE}
+        finally:
+            await client.close()
+
+
+@pytest.mark.parametrize(("args", "negotiated"), [((), False), (("--compression",), True)])
+async def test_serve_on_uvicorn_compresses_only_when_asked(
+    args: tuple[str, ...], negotiated: bool
+) -> None:
+    port = free_port()
+    child = start_serve("--port", str(port), "--server", "uvicorn", *args)
+    try:
+        client = await RawClient.connect(port, extensions=CHROMIUM_OFFER)
+        assert client.status == 101
+        assert (client.extension is not None) is negotiated
+        await client.close()
+    finally:
+        assert child.stop() == 0

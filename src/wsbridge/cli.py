@@ -303,7 +303,8 @@ def _uvicorn_server(
                 bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else 0
                 click.echo(banner(bound), err=True)
 
-    return BridgeServer(config, endpoint, drain_timeout=_DRAIN_SECONDS)
+    # The config says whether to compress (--compression).
+    return BridgeServer(config, endpoint, drain_timeout=_DRAIN_SECONDS, per_message_deflate=None)
 
 
 async def _run_uvicorn(server: uvicorn.Server, broadcaster: Broadcaster, broker: str) -> None:

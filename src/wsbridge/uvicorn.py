@@ -45,6 +45,11 @@ class Server(uvicorn.Server):
     64 KiB), so that a larger client frame is refused with 1009 as it arrives instead of
     being buffered whole first. Serving endpoints with a larger limit, give the broadcaster
     and set ``ws_max_size`` in the config.
+
+    ``per_message_deflate`` sets ``config.ws_per_message_deflate``: uvicorn compresses every
+    frame again for each client that negotiated permessage-deflate, which about doubles the
+    CPU time of each delivery (docs/performance.md), so it is off unless ``True`` is given;
+    ``None`` keeps what ``config`` says.
     """
 
     def __init__(
@@ -53,7 +58,10 @@ class Server(uvicorn.Server):
         target: Endpoint | Broadcaster,
         *,
         drain_timeout: float = 2.0,
+        per_message_deflate: bool | None = False,
     ) -> None:
+        if per_message_deflate is not None:
+            config.ws_per_message_deflate = per_message_deflate
         super().__init__(config)
         if isinstance(target, Endpoint):
             self.broadcaster = target.broadcaster

@@ -89,7 +89,7 @@ class UvicornServer(_AsyncioServer):
 
     name = "uvicorn"
 
-    def __init__(self, app: Any, **config: Any) -> None:
+    def __init__(self, app: Any, *, bridge: dict[str, Any] | None = None, **config: Any) -> None:
         super().__init__(app)
         import uvicorn
 
@@ -99,9 +99,13 @@ class UvicornServer(_AsyncioServer):
             "ws": "websockets-sansio",
         }
         options.update(config)
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, **options)
-        )
+        uvicorn_config = uvicorn.Config(app, host="127.0.0.1", port=self.port, **options)
+        if bridge is None:
+            self.server = uvicorn.Server(uvicorn_config)
+        else:  # wsbridge.uvicorn.Server, with these keyword arguments
+            from wsbridge.uvicorn import Server
+
+            self.server = Server(uvicorn_config, **bridge)
 
     def _main(self) -> None:
         async def main() -> None:

@@ -25,7 +25,7 @@ from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.rawws import CLOSE, RawClient, deflate, inflate
 from tests.support.redis_server import TIMEOUT_SCALE_ENV, free_port, scaled
 from tests.support.samples import REFERENCE_EXAMPLES
-from tests.support.servers import BridgeServer, UvicornServer
+from tests.support.servers import AiohttpServer, BridgeServer, UvicornServer
 from wsbridge import Broadcaster, Endpoint, outbox
 from wsbridge import deflate as wsdeflate
 from wsbridge.asgi import WebSocketApp
@@ -471,3 +471,26 @@ async def test_serve_on_uvicorn_compresses_only_when_asked(
         await client.close()
     finally:
         assert child.stop() == 0
+
+
+@pytest.mark.parametrize(("options", "negotiated"), [({}, False), ({"compress": True}, True)])
+async def test_aiohttp_compresses_only_when_asked(
+    options: dict[str, Any], negotiated: bool
+) -> None:
+    from aiohttp import web
+
+    from wsbridge.aiohttp import setup
+
+    broadcaster = Broadcaster("memory://")
+    app = web.Application()
+    setup(app, Endpoint(broadcaster, channels=[CHANNEL]), **options)
+    with AiohttpServer(app) as server:
+        client = await Client.connect(server.url)  # offers deflate, as browsers do
+        try:
+            answer = client.ws.response.headers.get("Sec-WebSocket-Extensions")
+            assert (answer is not None) is negotiated, answer
+            await client.pinged()
+            server.call(broadcaster.publish, CHANNEL, LARGE)
+            assert await client.recv_event() == {"channel": CHANNEL, "data": LARGE}
+        finally:
+            await client.close()

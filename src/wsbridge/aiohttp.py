@@ -60,8 +60,13 @@ class AiohttpTransport:
             await self._ws.close(code=code, message=reason[:120].encode())
 
 
-def create_handler(target: Endpoint | Broadcaster) -> Handler:
-    """An aiohttp request handler that serves ``target`` over WebSocket."""
+def create_handler(target: Endpoint | Broadcaster, *, compress: bool = False) -> Handler:
+    """An aiohttp request handler that serves ``target`` over WebSocket.
+
+    ``compress`` accepts permessage-deflate from clients that offer it. aiohttp then
+    compresses every frame again for each such client, which about doubles the CPU time
+    of each delivery (docs/performance.md): it is off unless asked for.
+    """
     endpoint = as_endpoint(target)
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -82,6 +87,7 @@ def create_handler(target: Endpoint | Broadcaster) -> Handler:
         ws = web.WebSocketResponse(
             max_msg_size=endpoint.limits.max_frame_bytes,
             autoping=True,
+            compress=compress,
             protocols=() if handshake.subprotocol is None else (handshake.subprotocol,),
         )
         await ws.prepare(request)
@@ -141,13 +147,20 @@ def lifecycle(broadcaster: Broadcaster) -> Callable[[web.Application], AsyncIter
     return context
 
 
-def setup(app: web.Application, target: Endpoint | Broadcaster, *, path: str = "/ws") -> Endpoint:
+def setup(
+    app: web.Application,
+    target: Endpoint | Broadcaster,
+    *,
+    path: str = "/ws",
+    compress: bool = False,
+) -> Endpoint:
     """Add the WebSocket route and the broadcaster's startup, shutdown and cleanup hooks.
 
     On shutdown every client is closed with 1001 before aiohttp waits for handlers.
+    ``compress``: see :func:`create_handler`.
     """
     endpoint = as_endpoint(target)
-    app.router.add_get(path, create_handler(endpoint))
+    app.router.add_get(path, create_handler(endpoint, compress=compress))
     app.cleanup_ctx.append(lifecycle(endpoint.broadcaster))
 
     async def close_clients(_: web.Application) -> None:

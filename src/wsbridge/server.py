@@ -103,9 +103,9 @@ class Server:
         self.ssl = ssl
         self.compression = compression
         self.compression_threshold = compression_threshold
-        #: Connections closed because of what the client sent, by the close code: 1009
-        #: for a frame, or a decompressed message, over the frame limit (a deflate bomb),
-        #: 1002 for a protocol error such as undecodable deflate data, 1007 invalid UTF-8.
+        #: Connections the WebSocket protocol closed because of what the client sent, by
+        #: close code: 1009 for a frame, or a decompressed message, over the frame limit
+        #: (a deflate bomb), 1002 for a protocol error such as undecodable deflate data.
         self.protocol_errors: Counter[int] = Counter()
         # Shared by every connection: it keeps no per-connection state.
         self._extensions: list[ServerExtensionFactory] | None = (

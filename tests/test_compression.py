@@ -446,7 +446,7 @@ async def test_wsbridge_uvicorn_server_compresses_only_when_asked(
 ) -> None:
     broadcaster = Broadcaster("memory://")
     app = WebSocketApp(Endpoint(broadcaster, channels=[CHANNEL]), path="/ws")
-    with UvicornServer(app, ws=ws, bridge={"broadcaster": broadcaster, **options}) as server:
+    with UvicornServer(app, ws=ws, bridge={"target": broadcaster, **options}) as server:
         client = await Client.connect(server.url)  # offers deflate, as browsers do
         try:
             answer = client.ws.response.headers.get("Sec-WebSocket-Extensions")

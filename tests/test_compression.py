@@ -494,3 +494,28 @@ async def test_aiohttp_compresses_only_when_asked(
             assert await client.recv_event() == {"channel": CHANNEL, "data": LARGE}
         finally:
             await client.close()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+async def test_aiohttp_takes_a_frame_of_exactly_the_limit(compress: bool) -> None:
+    from aiohttp import web
+
+    from wsbridge.aiohttp import setup
+    from wsbridge.session import SessionLimits
+
+    limit = 4096
+    endpoint = Endpoint(
+        Broadcaster("memory://"), channels=[CHANNEL], limits=SessionLimits(max_frame_bytes=limit)
+    )
+    app = web.Application()
+    setup(app, endpoint, compress=compress)
+    with AiohttpServer(app) as server:
+        client = await Client.connect(server.url, max_size=None)
+        try:
+            ping = json.dumps({"type": "ping", "pad": ""})
+            await client.send_raw(ping[:-2] + "x" * (limit - len(ping)) + '"}')
+            assert await client.recv() == {"type": "pong"}
+            await client.send_raw(ping[:-2] + "x" * (limit + 1 - len(ping)) + '"}')
+            assert (await client.closed())[0] == 1009
+        finally:
+            await client.close()

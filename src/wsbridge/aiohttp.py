@@ -85,7 +85,10 @@ def create_handler(target: Endpoint | Broadcaster, *, compress: bool = False) ->
         if not handshake.accepted:
             return web.Response(status=handshake.status, text=handshake.reason + "\n")
         ws = web.WebSocketResponse(
-            max_msg_size=endpoint.limits.max_frame_bytes,
+            # aiohttp refuses a frame of max_msg_size bytes or more; the endpoint's limit is
+            # the largest frame allowed. Anything past it still closes with 1009, in the
+            # session if not in aiohttp.
+            max_msg_size=endpoint.limits.max_frame_bytes + 1,
             autoping=True,
             compress=compress,
             protocols=() if handshake.subprotocol is None else (handshake.subprotocol,),

@@ -36,6 +36,7 @@ PURE_CORE = {
     "wsbridge.trading",
     "wsbridge.export",
     "wsbridge.permissions",
+    "wsbridge.history",
 }
 RUNTIME = {
     "wsbridge.broadcaster",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import anyio
 
 from wsbridge import protocol
-from wsbridge.backends import Backend, BrokerMessage, backend_from_url
+from wsbridge.backends import Backend, BrokerMessage, HistoryBackend, backend_from_url
 from wsbridge.channel import glob_match, is_pattern, validate_channel
 from wsbridge.exceptions import (
     BrokerClosedError,
@@ -34,6 +34,7 @@ from wsbridge.exceptions import (
     ConfigurationError,
     SubscriptionRefusedError,
 )
+from wsbridge.history import History, Page, Position, Resumed, is_envelope, parse_envelope
 from wsbridge.outbox import QUEUED, Connection, Frame, Outbox, OverflowPolicy, Pushed
 from wsbridge.schema import DeliveryKind, Registry
 
@@ -48,6 +49,16 @@ _MAX_NAME = 4096
 _REFUSAL_MEMORY = 10.0
 # How long a subscription made while the broker is away waits for the reconnection.
 _RESTORE_WAIT = 5.0
+# Publications read from history at a time, at most, for one replay.
+_REPLAY_BATCH = 100
+# How long a replaying client may take to make room for its next batch.
+_REPLAY_DRAIN_TIMEOUT = 10.0
+# Latest values kept per process (state channels reached through patterns are unbounded).
+_MAX_LATEST = 10_000
+
+#: Called once a subscription is in place, before any missed event is delivered: with the
+#: names the broker refused and what each channel with history or state resumed from.
+Acknowledge = Callable[[list[str], dict[str, Resumed]], None]
 
 
 @dataclass
@@ -73,6 +84,9 @@ class Stats:
     payloads_too_large: int = 0
     dispatch_errors: int = 0
     probe_failures: int = 0
+    invalid_envelopes: int = 0
+    replayed: int = 0
+    recoveries_failed: int = 0
     broker_connected: bool = False
     ready: bool = False
     probe_age: float | None = None
@@ -86,11 +100,14 @@ class _Counters:
         "conflated",
         "dispatch_errors",
         "dropped",
+        "invalid_envelopes",
         "messages_in",
         "messages_out",
         "payloads_too_large",
         "per_channel",
         "probe_failures",
+        "recoveries_failed",
+        "replayed",
         "slow_consumer_disconnects",
         "subscriptions_refused",
         "validation_failures",
@@ -109,6 +126,9 @@ class _Counters:
         self.payloads_too_large = 0
         self.dispatch_errors = 0
         self.probe_failures = 0
+        self.invalid_envelopes = 0
+        self.replayed = 0
+        self.recoveries_failed = 0
         self.per_channel: dict[str, dict[str, int]] = {}
 
     def bump(self, channel: str, name: str, n: int = 1) -> None:
@@ -180,10 +200,13 @@ class Subscriber:
         "_channels",
         "_connection",
         "_counters",
+        "_drained",
+        "_hold",
         "_outbox",
         "_patterns",
         "_pull",
         "_sink",
+        "_started",
         "_verdicts",
         "allow",
         "close_code",
@@ -217,6 +240,12 @@ class Subscriber:
         #: channel and remembered.
         self.allow: Callable[[str], bool] | None = None
         self._verdicts: dict[str, bool] = {}
+        # Channels whose live frames wait while the subscription is set up (its position
+        # read, missed events replayed): released in order, without duplicates.
+        self._hold: dict[str, list[Frame] | Position] | None = None
+        self._drained: anyio.Event | None = None
+        # The first live event delivered after a subscription's position, per channel.
+        self._started: dict[str, Position] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -248,13 +277,29 @@ class Subscriber:
         """The channels and patterns this subscriber receives."""
         return frozenset(self._channels).union(self._patterns)
 
-    async def subscribe(self, channels: Iterable[str]) -> None:
+    async def subscribe(
+        self,
+        channels: Iterable[str],
+        *,
+        since: Mapping[str, Position] | None = None,
+        max_replay: int = 1000,
+        acknowledge: Acknowledge | None = None,
+    ) -> dict[str, Resumed]:
         """Receive these channels or patterns; returns once the broker confirmed them.
+
+        For each exact channel with history, the result says where its events start; a
+        channel in ``since`` resumes after that position: the publications it missed
+        (at most ``max_replay``) are delivered first, then live ones, with no duplicate
+        and no gap, or the result says ``recovered=False``. A new subscriber of a state
+        channel first gets the channel's latest value. ``acknowledge`` is called before
+        anything of that is delivered.
 
         Raises :class:`~wsbridge.SubscriptionRefusedError` naming the channels the broker
         refused (a Redis ACL denial); the others are subscribed.
         """
-        await self._broadcaster._subscribe(self, list(channels))
+        return await self._broadcaster._subscribe(
+            self, list(channels), since or {}, max_replay, acknowledge
+        )
 
     async def unsubscribe(self, channels: Iterable[str]) -> None:
         """Stop receiving these channels or patterns."""
@@ -281,6 +326,17 @@ class Subscriber:
             if glob_match(p, channel):
                 return p == pattern
         return False
+
+    def _resumed_at(self, channel: str, since: Position) -> Resumed:
+        """A resume of a channel already delivering events on this connection."""
+        started = self._started.get(channel)
+        if (
+            started is not None
+            and since.epoch == started.epoch
+            and since.offset >= started.offset - 1
+        ):
+            return Resumed(Position(since.epoch, since.offset), True)
+        return Resumed(None, False)
 
     # -- delivery ------------------------------------------------------------------
 
@@ -327,6 +383,30 @@ class Subscriber:
             return
         self._enqueue(frame)
 
+    def _deliver(self, frame: Frame) -> None:
+        hold = self._hold
+        if hold is not None:
+            held = hold.get(frame.channel)
+            if isinstance(held, list):
+                if len(held) >= self._outbox.max_messages:
+                    self._counters.slow_consumer_disconnects += 1
+                    self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: too much to resume")
+                else:
+                    held.append(frame)
+                return
+            if held is not None:
+                # A position this subscription starts after: what is not after it was
+                # replayed, or published before the subscription.
+                if frame.epoch == held.epoch and 0 < frame.offset <= held.offset:
+                    return
+                self._started[frame.channel] = Position(frame.epoch, frame.offset)
+                del hold[frame.channel]
+                if not hold:
+                    self._hold = None
+            self.push(frame)
+            return
+        self._enqueue(frame)
+
     def _enqueue(self, frame: Frame) -> None:
         pushed = self._outbox.push(frame)
         if pushed is not QUEUED:
@@ -367,6 +447,10 @@ class Subscriber:
         outbox = self._outbox
         sent = outbox.bytes
         frames = outbox.take()
+        drained = self._drained
+        if drained is not None:
+            self._drained = None
+            drained.set()
         counters = self._counters
         counters.messages_out += len(frames)
         counters.bytes_out += sent
@@ -400,6 +484,34 @@ ValidationPolicy = Literal["forward", "drop", "off"]
 
 def _size(data: bytes | str) -> int:
     return len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+
+
+@dataclass
+class _Plan:
+    """How a held subscription starts: what it resumed from, and what to deliver first."""
+
+    resumed: Resumed
+    latest: Frame | None = None
+    top: Position | None = None
+    replay: Page | None = None
+    history: History | None = None
+    after: int = 0
+
+
+def _replay_batch(subscriber: Subscriber) -> int:
+    # Half the outbox at most: live events of other channels keep room to arrive.
+    return max(1, min(_REPLAY_BATCH, subscriber._outbox.max_messages // 2))
+
+
+async def _drain(subscriber: Subscriber) -> bool:
+    """Wait until the subscriber's outbox has room for a replay batch; False: it stalled."""
+    limit = subscriber._outbox.max_messages // 2
+    with anyio.move_on_after(_REPLAY_DRAIN_TIMEOUT):
+        while len(subscriber._outbox) > limit and not subscriber.closed:
+            event = subscriber._drained = anyio.Event()
+            await event.wait()
+        return True
+    return False
 
 
 class Broadcaster:
@@ -478,6 +590,12 @@ class Broadcaster:
         self._upstream: set[str] = set()
         self._upstream_lock = anyio.Lock()
         self._kinds: dict[str, bool] = {}
+        backend = self._backend
+        self._history: HistoryBackend | None = (
+            backend if isinstance(backend, HistoryBackend) else None
+        )
+        # The last publication seen on each state channel, for new subscribers.
+        self._latest: dict[str, Frame] = {}
         self._refusals: dict[str, tuple[str, float]] = {}  # name -> (reason, when)
         self._last_log: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -603,7 +721,20 @@ class Broadcaster:
             self._idle.set()
         await self._sync_upstream()
 
-    async def _subscribe(self, subscriber: Subscriber, channels: list[str]) -> None:
+    def _keeps(self, channel: str) -> bool:
+        """Whether subscribing to ``channel`` starts from a position or a latest value."""
+        return not is_pattern(channel) and (
+            self.registry.history_for(channel) is not None or self._conflatable(channel)
+        )
+
+    async def _subscribe(
+        self,
+        subscriber: Subscriber,
+        channels: list[str],
+        since: Mapping[str, Position],
+        max_replay: int,
+        acknowledge: Acknowledge | None,
+    ) -> dict[str, Resumed]:
         if subscriber not in self._subscribers:
             raise BrokerClosedError("subscribe on a subscriber that is not open")
         for channel in channels:
@@ -616,6 +747,58 @@ class Broadcaster:
                 known = refusals.get(channel)
                 if known is not None and now - known[1] < _REFUSAL_MEMORY:
                     refused[channel] = known[0]
+        # Hold the live frames of what starts from a position or a latest value: new
+        # subscriptions, and held ones the client resumes.
+        held: list[str] = []
+        already: dict[str, Resumed] = {}
+        for ch in dict.fromkeys(channels):
+            if ch in refused or not self._keeps(ch):
+                continue
+            current = subscriber._hold.get(ch) if subscriber._hold is not None else None
+            if isinstance(current, list):
+                continue  # another subscribe is setting it up
+            if ch in subscriber._channels:
+                if ch in since:
+                    if isinstance(current, Position):
+                        held.append(ch)  # nothing delivered on it yet: resume from scratch
+                    else:
+                        already[ch] = subscriber._resumed_at(ch, since[ch])
+                continue
+            held.append(ch)
+        if held:
+            hold = subscriber._hold
+            if hold is None:
+                hold = subscriber._hold = {}
+            for ch in held:
+                hold[ch] = []
+        try:
+            return await self._subscribe_held(
+                subscriber, channels, since, max_replay, acknowledge, refused, held, already
+            )
+        finally:
+            hold = subscriber._hold
+            if hold is not None:
+                for ch in held:  # an error or a cancellation: nothing stays held
+                    frames = hold.get(ch)
+                    if isinstance(frames, list):
+                        del hold[ch]
+                        for frame in frames:
+                            subscriber.push(frame)
+                if not hold:
+                    subscriber._hold = None
+
+    async def _subscribe_held(
+        self,
+        subscriber: Subscriber,
+        channels: list[str],
+        since: Mapping[str, Position],
+        max_replay: int,
+        acknowledge: Acknowledge | None,
+        refused: dict[str, str],
+        held: list[str],
+        already: dict[str, Resumed],
+    ) -> dict[str, Resumed]:
+        refusals = self._refusals
         for channel in channels:
             if channel in refused:
                 continue
@@ -637,14 +820,144 @@ class Broadcaster:
                     and ch not in subscriber._patterns
                 ):
                     refused[ch] = refusals[ch][0]
+        plans: dict[str, _Plan] = {}
+        for ch in held:
+            if ch not in refused:
+                plans[ch] = await self._plan(subscriber, ch, since.get(ch), max_replay)
+        resumed = {ch: plan.resumed for ch, plan in plans.items()}
+        resumed.update(already)
+        if acknowledge is not None:
+            acknowledge(list(refused), resumed)
+        for ch, plan in plans.items():
+            await self._start(subscriber, ch, plan)
         if refused:
             self._counters.subscriptions_refused += len(refused)
             names = list(refused)
             raise SubscriptionRefusedError(names, refused[names[0]])
+        return resumed
+
+    async def _plan(
+        self, subscriber: Subscriber, channel: str, since: Position | None, max_replay: int
+    ) -> _Plan:
+        """Where a held subscription starts: its position, and what to replay first."""
+        history = self.registry.history_for(channel)
+        backend = self._history
+        latest: Frame | None = None
+        if self._conflatable(channel) and channel not in self._latest and backend is not None:
+            try:
+                data = await backend.latest(channel)
+            except BrokerUnavailableError:
+                data = None
+            if data is not None:
+                latest = self._build(channel, data)
+        if history is None or backend is None:
+            return _Plan(Resumed(None, None if since is None else False), latest)
+        batch = _replay_batch(subscriber)
+        wanted = since is not None and max_replay >= 0
+        try:
+            page = await backend.read_history(
+                channel, history, since.offset if since is not None else 0, batch if wanted else 0
+            )
+        except BrokerUnavailableError as exc:
+            self._log_limited(
+                f"history:{channel}", "wsbridge: cannot read history of %r: %s", channel, exc
+            )
+            if since is not None:
+                self._counters.recoveries_failed += 1
+            return _Plan(Resumed(None, None if since is None else False), latest)
+        top = page.position
+        if since is None:
+            return _Plan(Resumed(top), latest, top=top)
+        entries = page.entries
+        recovered = (
+            since.epoch == top.epoch
+            and since.offset <= top.offset
+            and top.offset - since.offset <= max_replay
+            and (since.offset == top.offset or (entries and entries[0][0] == since.offset + 1))
+        )
+        if not recovered:
+            self._counters.recoveries_failed += 1
+            self._counters.bump(channel, "recoveries_failed")
+            return _Plan(Resumed(top, False), latest, top=top)
+        return _Plan(
+            Resumed(top, True), latest, top=top, replay=page, history=history, after=since.offset
+        )
+
+    async def _start(self, subscriber: Subscriber, channel: str, plan: _Plan) -> None:
+        """Deliver a held subscription's latest value or missed events, then release it."""
+        page = plan.replay
+        position = plan.resumed.position
+        top = plan.top
+        if page is not None and top is not None:
+            last = self._push_page(subscriber, channel, page, plan.after, top)
+            backend = self._history
+            while last < top.offset and backend is not None and plan.history is not None:
+                if not await _drain(subscriber):
+                    self._counters.slow_consumer_disconnects += 1
+                    subscriber.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: replay")
+                if subscriber.closed:
+                    return
+                try:
+                    page = await backend.read_history(
+                        channel, plan.history, last, _replay_batch(subscriber)
+                    )
+                except BrokerUnavailableError:
+                    page = Page(Position("", 0))
+                entries = page.entries
+                if page.position.epoch != top.epoch or not entries or entries[0][0] != last + 1:
+                    # Promised, then lost (trimmed or reset meanwhile): never a silent
+                    # gap; the client reconnects, resumes, and learns what is lost.
+                    self._counters.recoveries_failed += 1
+                    subscriber.close(protocol.CLOSE_TRY_AGAIN_LATER, "history lost during replay")
+                    return
+                last = self._push_page(subscriber, channel, page, last, top)
+            position = Position(top.epoch, last)
+        hold = subscriber._hold
+        frames = hold.pop(channel, None) if hold is not None else None
+        if hold is None or not isinstance(frames, list):
+            return
+        if not frames:
+            latest = self._latest.get(channel) or plan.latest
+            if latest is not None:
+                subscriber.push(latest)
+        passed = position is None
+        for frame in frames:
+            if not passed:
+                assert position is not None
+                if frame.epoch == position.epoch and 0 < frame.offset <= position.offset:
+                    continue  # at or before the position: replayed, or before the start
+                passed = True
+            subscriber.push(frame)
+        if not passed and position is not None:
+            # Live frames up to the position may still be on their way from the broker.
+            hold[channel] = position
+        elif not hold:
+            subscriber._hold = None
+
+    def _push_page(
+        self, subscriber: Subscriber, channel: str, page: Page, last: int, top: Position
+    ) -> int:
+        for offset, data in page.entries:
+            if offset <= last:
+                continue
+            if offset > top.offset:
+                break
+            frame = self._build(channel, data, top.epoch, offset)
+            last = offset
+            if frame is not None:
+                subscriber.push(frame)
+                self._counters.replayed += 1
+        return last
 
     async def _unsubscribe(self, subscriber: Subscriber, channels: list[str]) -> None:
         gone = []
+        hold = subscriber._hold
         for channel in channels:
+            subscriber._started.pop(channel, None)
+            if hold is not None:
+                hold.pop(channel, None)
+                if not hold:
+                    hold = subscriber._hold = None
             if channel in subscriber._channels:
                 subscriber._channels.discard(channel)
                 gone.append(channel)
@@ -751,6 +1064,13 @@ class Broadcaster:
             raise BrokerClosedError("the broadcaster is not running: use 'async with broadcaster:'")
         validate_channel(channel, max_length=_MAX_NAME)
         payload = self.registry.encode(channel, data)
+        backend = self._history
+        if backend is not None:
+            history = self.registry.history_for(channel)
+            latest = self._conflatable(channel)
+            if history is not None or latest:
+                await backend.append(channel, payload, history, latest)
+                return
         await self._backend.publish(channel, payload)
 
     # -- fan-out -------------------------------------------------------------------
@@ -764,8 +1084,22 @@ class Broadcaster:
         return kind
 
     def _frame(self, message: BrokerMessage) -> Frame | None:
-        channel = message.channel
         data = message.data
+        if data[:1] == b"\x00" and is_envelope(data):
+            parsed = parse_envelope(data)
+            if parsed is None:
+                channel = message.channel
+                self._counters.invalid_envelopes += 1
+                self._counters.bump(channel, "invalid_envelopes")
+                self._log_limited(
+                    f"envelope:{channel}", "wsbridge: malformed envelope on %r dropped", channel
+                )
+                return None
+            epoch, offset, payload = parsed
+            return self._build(message.channel, payload, epoch, offset)
+        return self._build(message.channel, data)
+
+    def _build(self, channel: str, data: bytes, epoch: str = "", offset: int = 0) -> Frame | None:
         limit = self._max_payload
         if limit is not None and len(data) > limit // 4 and _size(data) > limit:
             self._counters.payloads_too_large += 1
@@ -788,11 +1122,20 @@ class Broadcaster:
                 )
                 if self._validation == "drop":
                     return None
-        return Frame(
+        conflatable = self._conflatable(channel)
+        frame = Frame(
             channel,
-            protocol.encode_event(channel, payload_json),
-            conflatable=self._conflatable(channel),
+            protocol.encode_event(channel, payload_json, offset),
+            conflatable=conflatable,
+            offset=offset,
+            epoch=epoch,
         )
+        if conflatable:
+            latest = self._latest
+            if len(latest) >= _MAX_LATEST and channel not in latest:
+                latest.clear()
+            latest[channel] = frame
+        return frame
 
     def _dispatch(self, message: BrokerMessage) -> None:
         pattern = message.pattern
@@ -816,12 +1159,13 @@ class Broadcaster:
         for subscriber in targets:
             if (
                 subscriber.close_code is None
+                and subscriber._hold is None
                 and not subscriber._outbox.frames
                 and subscriber._connection.offer(frame)
             ):
                 taken += 1
             elif subscriber.close_code is None:
-                subscriber._enqueue(frame)
+                subscriber._deliver(frame)
         if taken:
             counters = self._counters
             counters.messages_out += taken
@@ -964,6 +1308,9 @@ class Broadcaster:
             payloads_too_large=c.payloads_too_large,
             dispatch_errors=c.dispatch_errors,
             probe_failures=c.probe_failures,
+            invalid_envelopes=c.invalid_envelopes,
+            replayed=c.replayed,
+            recoveries_failed=c.recoveries_failed,
             broker_connected=self._connected,
             ready=self.ready,
             probe_age=self._probe.age(),

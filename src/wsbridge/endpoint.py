@@ -31,6 +31,7 @@ from wsbridge.exceptions import (
     ConfigurationError,
     SubscriptionRefusedError,
 )
+from wsbridge.history import Resumed
 from wsbridge.outbox import Frame, OverflowPolicy
 from wsbridge.permissions import AllowList
 from wsbridge.session import Close, Command, Reply, Session, SessionLimits, Subscribe, Unsubscribe
@@ -374,7 +375,9 @@ class Endpoint:
     sent nothing for this many seconds (``None`` disables). ``authenticate``,
     ``authorize``: the hooks. ``allowed_origins``: if given, a handshake whose ``Origin``
     is not in it is refused (``"*"`` allows any). ``max_connections``: refuse handshakes
-    beyond this many open connections.
+    beyond this many open connections. ``max_replay``: at most this many missed events are
+    replayed to a client that resumes a channel; further behind, it is told
+    ``recovered: false``.
 
     ``allow``: channels and patterns a client may subscribe to besides ``channels``, an
     :class:`~wsbridge.permissions.AllowList` or its entries (``["trade:*"]``; ``["*"]``
@@ -399,6 +402,7 @@ class Endpoint:
         allowed_origins: Sequence[str] | None = None,
         max_connections: int | None = None,
         allow: AllowList | Sequence[str] | None = None,
+        max_replay: int = 1000,
     ) -> None:
         self.broadcaster = broadcaster
         self.limits = limits or SessionLimits()
@@ -428,6 +432,9 @@ class Endpoint:
         self.allow = None if extra is None else AllowList([*self.channels, *extra])
         #: Handshakes refused so far: origin, connection limit, authentication.
         self.refused_handshakes = 0
+        if max_replay < 0:
+            raise ConfigurationError("max_replay must not be negative")
+        self.max_replay = max_replay
         self._open = 0
 
     @property
@@ -579,6 +586,42 @@ class Endpoint:
             if session.closed:
                 return
 
+    async def _subscribe(
+        self, command: Subscribe, subscriber: Subscriber, session: Session
+    ) -> None:
+        acknowledged = False
+
+        def acknowledge(refused: list[str], resumed: dict[str, Resumed]) -> None:
+            # Before any missed event or latest value: the client learns its position first.
+            nonlocal acknowledged
+            acknowledged = True
+            if refused:
+                for reply in session.refused(refused, command.request_id):
+                    subscriber.send_text(reply.text)
+            if command.ack is not None:
+                acked = [ch for ch in command.ack if ch not in refused]
+                positions = {ch: r.as_json() for ch, r in resumed.items() if ch in acked}
+                subscriber.send_text(
+                    protocol.subscription_ack(
+                        "subscribed", acked, request_id=command.request_id, positions=positions
+                    )
+                )
+
+        try:
+            await subscriber.subscribe(
+                command.channels,
+                since=command.since,
+                max_replay=self.max_replay,
+                acknowledge=acknowledge,
+            )
+        except SubscriptionRefusedError as exc:
+            if not acknowledged:
+                acknowledge(exc.channels, {})
+        except BrokerUnavailableError as exc:
+            logger.warning("wsbridge: subscription failed: %s", exc)
+            if not acknowledged:
+                acknowledge([], {})
+
     @staticmethod
     def apply_now(command: Command, subscriber: Subscriber) -> bool:
         """Carry out a command that needs no waiting (a reply, a close); False otherwise."""
@@ -602,21 +645,6 @@ class Endpoint:
             if self.apply_now(command, subscriber):
                 continue
             if isinstance(command, Subscribe):
-                refused: list[str] = []
-                try:
-                    await subscriber.subscribe(command.channels)
-                except SubscriptionRefusedError as exc:
-                    refused = exc.channels
-                    for reply in session.refused(refused, command.request_id):
-                        subscriber.send_text(reply.text)
-                except BrokerUnavailableError as exc:
-                    logger.warning("wsbridge: subscription failed: %s", exc)
-                if command.ack is not None:
-                    acked = [ch for ch in command.ack if ch not in refused]
-                    subscriber.send_text(
-                        protocol.subscription_ack(
-                            "subscribed", acked, request_id=command.request_id
-                        )
-                    )
+                await self._subscribe(command, subscriber, session)
             elif isinstance(command, Unsubscribe):
                 await subscriber.unsubscribe(command.channels)

@@ -42,16 +42,37 @@ class Frame:
     ``text`` is the frame's JSON text; ``wire`` its bytes as one WebSocket frame, built on
     first use, for servers that write to sockets directly, and :meth:`deflated` the same
     compressed (permessage-deflate), built on first use for each window size. ``channel``
-    is empty for a control frame (a pong, an acknowledgement), which is never dropped.
+    is empty for a control frame (a pong, an acknowledgement), which is never dropped. An
+    event of a channel with history has its ``offset`` (0 otherwise) and the ``epoch`` it
+    belongs to.
     """
 
-    __slots__ = ("_deflated", "_wire", "channel", "conflatable", "size", "text")
+    __slots__ = (
+        "_deflated",
+        "_wire",
+        "channel",
+        "conflatable",
+        "epoch",
+        "offset",
+        "size",
+        "text",
+    )
 
-    def __init__(self, channel: str, text: str, *, conflatable: bool = False) -> None:
+    def __init__(
+        self,
+        channel: str,
+        text: str,
+        *,
+        conflatable: bool = False,
+        offset: int = 0,
+        epoch: str = "",
+    ) -> None:
         self.channel = channel
         self.text = text
         self.size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
         self.conflatable = conflatable
+        self.offset = offset
+        self.epoch = epoch
         self._wire: bytes | None = None
         self._deflated: dict[int, bytes] | None = None
 

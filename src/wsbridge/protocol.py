@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+from collections.abc import Mapping
 from itertools import accumulate, repeat
 from typing import Final
 
@@ -155,9 +156,15 @@ def decode_payload(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> tuple[ob
     return value, text
 
 
-def encode_event(channel: str, payload_json: str) -> str:
-    """Build an event frame from a channel and a payload that is already JSON text."""
-    return '{"channel":' + dumps(channel) + ',"data":' + payload_json + "}"
+def encode_event(channel: str, payload_json: str, offset: int = 0) -> str:
+    """Build an event frame from a channel and a payload that is already JSON text.
+
+    ``offset``: the event's offset on a channel with history (added as ``"offset"``).
+    """
+    head = '{"channel":' + dumps(channel) + ',"data":' + payload_json
+    if offset:
+        return head + ',"offset":' + str(offset) + "}"
+    return head + "}"
 
 
 def error_frame(code: str, message: str, *, request_id: object = None, **extra: object) -> str:
@@ -169,9 +176,21 @@ def error_frame(code: str, message: str, *, request_id: object = None, **extra: 
     return dumps(frame)
 
 
-def subscription_ack(kind: str, channels: list[str], *, request_id: object = None) -> str:
-    """Build ``{"type": "subscribed" | "unsubscribed", "channels": [...]}``."""
+def subscription_ack(
+    kind: str,
+    channels: list[str],
+    *,
+    request_id: object = None,
+    positions: Mapping[str, Mapping[str, object]] | None = None,
+) -> str:
+    """Build ``{"type": "subscribed" | "unsubscribed", "channels": [...]}``.
+
+    ``positions``: for channels with history, ``{"epoch", "offset"}`` and, for those
+    asked with ``since``, ``"recovered"``.
+    """
     frame: dict[str, object] = {"type": kind, "channels": channels}
+    if positions:
+        frame["positions"] = positions
     if request_id is not None:
         frame["id"] = request_id
     return dumps(frame)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, TypeVar, cast
@@ -45,6 +45,7 @@ from pydantic import BaseModel, ValidationError
 
 from wsbridge.channel import glob_match, is_pattern, validate_channel
 from wsbridge.exceptions import ConfigurationError, EventValidationError
+from wsbridge.history import History
 
 __all__ = [
     "DeliveryKind",
@@ -177,18 +178,29 @@ class Registry:
 
     ``len(registry)``, ``iter(registry)`` (the schemas) and ``key in registry`` (a channel
     or pattern registered exactly under that string) work as for a collection.
+
+    ``history`` maps channels or patterns to the :class:`~wsbridge.history.History` kept
+    for them (see :meth:`keep_history`); a channel need not have a schema to have history.
     """
 
-    __slots__ = ("_by_key", "_cache", "_exact", "_frozen", "_patterns")
+    __slots__ = ("_by_key", "_cache", "_exact", "_frozen", "_history", "_patterns")
 
-    def __init__(self, schemas: Iterable[EventSchema[Any]] = ()) -> None:
+    def __init__(
+        self,
+        schemas: Iterable[EventSchema[Any]] = (),
+        *,
+        history: Mapping[str, History] | None = None,
+    ) -> None:
         self._by_key: dict[str, EventSchema[Any]] = {}
         self._exact: dict[str, EventSchema[Any]] = {}
         self._patterns: list[EventSchema[Any]] = []
         self._cache: dict[str, EventSchema[Any] | None] = {}
+        self._history: dict[str, History] = {}
         self._frozen = False
         for schema in schemas:
             self.add(schema)
+        for key, kept in (history or {}).items():
+            self.keep_history(key, kept)
 
     def freeze(self) -> Registry:
         """Forbid further registrations, and return this registry.
@@ -233,6 +245,41 @@ class Registry:
             self._exact[schema.channel] = schema
         self._cache.clear()
         return schema
+
+    def keep_history(self, channel: str, history: History | None = None) -> None:
+        """Keep history for ``channel`` (a name or a glob pattern): offsets, resume, replay.
+
+        ``history`` defaults to ``History()``. An exact name wins over patterns; patterns
+        are tried in the order they were declared.
+
+        Raises:
+            ConfigurationError: the registry is frozen, or ``history`` is not a History.
+            InvalidChannelError: ``channel`` is not a valid channel name or pattern.
+        """
+        if self._frozen:
+            raise ConfigurationError(f"cannot declare history for {channel!r}: registry is frozen")
+        kept = History() if history is None else history
+        if not isinstance(kept, History):
+            raise ConfigurationError(f"expected a History, not {type(kept).__name__}")
+        self._history[validate_channel(channel)] = kept
+
+    def history_for(self, channel: str) -> History | None:
+        """The history kept for the exact channel ``channel``, or ``None``."""
+        history = self._history
+        if not history:
+            return None
+        found = history.get(channel)
+        if found is not None:
+            return found
+        for key, kept in history.items():
+            if is_pattern(key) and glob_match(key, channel):
+                return kept
+        return None
+
+    @property
+    def history(self) -> dict[str, History]:
+        """The history declarations, by channel or pattern, in declaration order."""
+        return dict(self._history)
 
     def register(
         self,
@@ -282,13 +329,17 @@ class Registry:
         Raises:
             ConfigurationError: two registries map the same channel to different schemas.
         """
-        merged = Registry(self)
+        merged = Registry(self, history=self._history)
         for other in others:
             if not isinstance(other, Registry):
                 raise ConfigurationError(f"cannot merge a {type(other).__name__} into a Registry")
             for schema in other:
                 if merged._by_key.get(schema.channel) != schema:
                     merged.add(schema)
+            for key, kept in other.history.items():
+                if merged._history.get(key, kept) != kept:
+                    raise ConfigurationError(f"two registries keep different history for {key!r}")
+                merged._history[key] = kept
         return merged
 
     def __or__(self, other: Registry) -> Registry:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from wsbridge import protocol
 from wsbridge.channel import DEFAULT_MAX_CHANNEL_LENGTH, validate_channel
 from wsbridge.exceptions import ConfigurationError, InvalidChannelError
+from wsbridge.history import MAX_OFFSET, Position, valid_epoch
 from wsbridge.protocol import ErrorCode
 
 __all__ = [
@@ -42,11 +43,15 @@ class Subscribe:
 
     Once the broker confirmed them, the driver acknowledges ``ack`` (with
     ``request_id``), leaving out any the broker refused; ``ack=None``: no acknowledgement.
+    ``since`` maps channels to the position the client has seen: it resumes them from
+    there. A channel of ``since`` may be in ``ack`` but not in ``channels``: the client
+    holds it already and resumes it on this connection.
     """
 
     channels: tuple[str, ...]
     ack: tuple[str, ...] | None = None
     request_id: object = None
+    since: Mapping[str, Position] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +250,20 @@ class Session:
                     request_id,
                 )
             ]
+        since = _since_field(frame, channels)
+        if isinstance(since, Reply):
+            return [_with_id(since, request_id)]
+        since = {ch: pos for ch, pos in since.items() if ch in accepted}
         for ch in new:
             self._subs[ch] = None
         # Every well-formed request is acknowledged, with an empty list when nothing of it
         # was accepted: a client waiting for its answer must get one.
-        if new:
-            out.append(Subscribe(tuple(new), ack=tuple(accepted), request_id=request_id))
+        if new or since:
+            out.append(
+                Subscribe(
+                    tuple(new), ack=tuple(accepted), request_id=request_id, since=since or None
+                )
+            )
         else:
             out.append(
                 Reply(protocol.subscription_ack("subscribed", accepted, request_id=request_id))
@@ -322,6 +335,35 @@ class Session:
         """Drop channels from the session's state without asking the driver to unsubscribe."""
         for ch in channels:
             self._subs.pop(ch, None)
+
+
+def _since_field(frame: dict[str, object], channels: list[str]) -> dict[str, Position] | Reply:
+    raw = frame.get("since")
+    if raw is None:
+        return {}
+    bad = Reply(
+        protocol.error_frame(
+            ErrorCode.INVALID_FIELD,
+            '"since" must map channels of "channels" to {"epoch": string, "offset": integer}',
+        )
+    )
+    if not isinstance(raw, dict) or len(raw) > len(channels):
+        return bad
+    since: dict[str, Position] = {}
+    for ch, position in raw.items():
+        if ch not in channels or not isinstance(position, dict):
+            return bad
+        epoch = position.get("epoch")
+        offset = position.get("offset")
+        if (
+            not valid_epoch(epoch)
+            or not isinstance(offset, int)
+            or isinstance(offset, bool)
+            or not 0 <= offset <= MAX_OFFSET
+        ):
+            return bad
+        since[ch] = Position(str(epoch), offset)
+    return since
 
 
 def _error(code: str, message: str, request_id: object = None, **extra: object) -> Reply:

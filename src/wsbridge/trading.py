@@ -48,10 +48,12 @@ from pydantic import (
     StringConstraints,
 )
 
+from wsbridge.history import History
 from wsbridge.schema import DeliveryKind, EventSchema, Registry
 
 __all__ = [
     "CHANNELS",
+    "EVENT_HISTORY",
     "AlertSeverity",
     "BreakerAction",
     "CircuitBreaker",
@@ -448,6 +450,9 @@ class FeedReconnected(BaseModel):
 
 # -- the registry ------------------------------------------------------------------------
 
+EVENT_HISTORY: Final = History(size=1000, ttl=600.0)
+"""The history of the event channels: the last 1,000 events of each, kept 10 minutes."""
+
 registry: Final = Registry(
     [
         EventSchema(
@@ -502,7 +507,10 @@ registry: Final = Registry(
             DeliveryKind.EVENT,
             "Market data feed reconnection.",
         ),
-    ]
+    ],
+    history=dict.fromkeys(
+        ("trade:*", "order:status", "signal:generated", "risk:*", "system:feed:*"), EVENT_HISTORY
+    ),
 ).freeze()
 """The ten trading channels of the reference; ``portfolio:update`` is a state channel.
 

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from wsbridge.exceptions import ConfigurationError
+from wsbridge.history import History, Page, Position
 
-__all__ = ["Backend", "BrokerMessage", "backend_from_url"]
+__all__ = ["Backend", "BrokerMessage", "HistoryBackend", "backend_from_url"]
 
 
 class BrokerMessage(NamedTuple):
@@ -65,6 +66,35 @@ class Backend(Protocol):
 
     async def health_check(self) -> None:
         """Probe the connection; make ``messages()`` fail if the broker stopped answering."""
+
+
+@runtime_checkable
+class HistoryBackend(Protocol):
+    """A backend that keeps channel history and latest values (memory and Redis do).
+
+    A backend without these methods still works: publications then carry no offset.
+    """
+
+    async def append(
+        self, channel: str, data: bytes, history: History | None, latest: bool
+    ) -> Position | None:
+        """Publish; with ``history``, give it the next offset and keep it, atomically.
+
+        ``latest``: also keep ``data`` as the channel's latest value. Returns the
+        publication's position, ``None`` without history.
+        """
+        ...
+
+    async def read_history(self, channel: str, history: History, after: int, limit: int) -> Page:
+        """The channel's position and at most ``limit`` publications after ``after``.
+
+        An epoch is started for a channel that has none; publications come oldest first.
+        """
+        ...
+
+    async def latest(self, channel: str) -> bytes | None:
+        """The latest value :meth:`append` kept for ``channel``, or ``None``."""
+        ...
 
 
 def backend_from_url(url: str, **options: Any) -> Backend:

@@ -9,13 +9,16 @@ a small connection pool. URLs: ``redis://[[user]:[password]@]host:port/db``,
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from importlib.resources import files
 from typing import Any
 
 import anyio
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from wsbridge.backends import BrokerMessage
@@ -25,8 +28,9 @@ from wsbridge.exceptions import (
     ConfigurationError,
     SubscriptionRefusedError,
 )
+from wsbridge.history import History, Page, Position, new_epoch
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "history_keys"]
 
 _FAILURES = (RedisError, OSError, TimeoutError)
 
@@ -43,6 +47,24 @@ _REPLY_KIND = {
     "PUNSUBSCRIBE": b"punsubscribe",
     "PING": b"pong",
 }
+
+
+def _script(name: str) -> str:
+    return files("wsbridge.backends").joinpath(name).read_text(encoding="utf-8")
+
+
+def history_keys(channel: str) -> tuple[str, str, str]:
+    """The Redis keys of a channel's history stream, its epoch and offset, its latest value.
+
+    The channel is the hash tag (``{channel}``): in a Redis Cluster all three live on the
+    slot of the channel's name.
+    """
+    tag = "wsbridge:{" + channel + "}:"
+    return tag + "h", tag + "m", tag + "l"
+
+
+def _seconds(value: float) -> int:
+    return max(1, math.ceil(value))
 
 
 class _Pending:
@@ -93,6 +115,8 @@ class RedisBackend:
         self._pending: deque[_Pending] = deque()
         self._refused: dict[tuple[bytes, str], str] = {}
         self._awaiting_pong = False
+        self._publish_script: AsyncScript | None = None
+        self._read_script: AsyncScript | None = None
 
     @property
     def url(self) -> str:
@@ -151,6 +175,7 @@ class RedisBackend:
         await self._drop_subscriber()
         client, self._client = self._client, None
         pool, self._pool = self._pool, None
+        self._publish_script = self._read_script = None
         with anyio.CancelScope(shield=True):
             if client is not None:
                 await client.aclose()
@@ -213,6 +238,75 @@ class RedisBackend:
                 await client.publish(channel, data)
         except _FAILURES as exc:
             raise BrokerUnavailableError(f"cannot publish to {channel!r}: {exc}") from exc
+
+    def _scripts(self) -> tuple[Redis, AsyncScript, AsyncScript]:
+        client = self._client
+        if client is None:
+            raise BrokerClosedError("the Redis backend is not connected")
+        if self._publish_script is None or self._read_script is None:
+            # EVALSHA, falling back to EVAL when the server does not know the script yet
+            # (after a restart, or on first use).
+            self._publish_script = client.register_script(_script("history_publish.lua"))
+            self._read_script = client.register_script(_script("history_read.lua"))
+        return client, self._publish_script, self._read_script
+
+    async def append(
+        self, channel: str, data: bytes, history: History | None, latest: bool
+    ) -> Position | None:
+        """Publish ``data``: with history, it gets the next offset and is kept (one script).
+
+        ``latest``: also keep it as the channel's latest value. Returns the publication's
+        position, or ``None`` without history.
+        """
+        _, script, _ = self._scripts()
+        keys = history_keys(channel)
+        size = 0 if history is None else history.size
+        ttl = 1 if history is None else _seconds(history.ttl)
+        meta_ttl = _seconds(History().meta_ttl if history is None else history.meta_ttl)
+        args: list[str | bytes | int] = [
+            channel,
+            data,
+            size,
+            ttl,
+            meta_ttl,
+            new_epoch(),
+            "1" if latest else "0",
+        ]
+        try:
+            with anyio.fail_after(self._command_timeout):
+                reply = await script(keys=list(keys), args=args)
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(f"cannot publish to {channel!r}: {exc}") from exc
+        if history is None:
+            return None
+        return Position(_text(reply[0]), int(reply[1]))
+
+    async def read_history(self, channel: str, history: History, after: int, limit: int) -> Page:
+        """The channel's position, and up to ``limit`` publications after offset ``after``."""
+        _, _, script = self._scripts()
+        keys = history_keys(channel)
+        args: list[str | int] = [f"0-{after + 1}", limit, new_epoch(), _seconds(history.meta_ttl)]
+        try:
+            with anyio.fail_after(self._command_timeout):
+                reply = await script(keys=list(keys[:2]), args=args)
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(f"cannot read the history of {channel!r}: {exc}") from exc
+        entries: list[tuple[int, bytes]] = []
+        for entry_id, fields in reply[2]:
+            offset = int(_text(entry_id).partition("-")[2])
+            values = dict(zip(fields[::2], fields[1::2], strict=False))
+            entries.append((offset, values.get(b"d", b"")))
+        return Page(Position(_text(reply[0]), int(reply[1])), entries)
+
+    async def latest(self, channel: str) -> bytes | None:
+        """The latest value kept for ``channel`` by :meth:`append`, or ``None``."""
+        client, _, _ = self._scripts()
+        try:
+            with anyio.fail_after(self._command_timeout):
+                value = await client.get(history_keys(channel)[2])
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(f"cannot read the latest {channel!r}: {exc}") from exc
+        return value if isinstance(value, bytes) else None
 
     async def messages(self) -> AsyncIterator[BrokerMessage]:
         """Yield messages until the connection fails (then raise BrokerUnavailableError)."""

@@ -1,0 +1,23 @@
+-- wsbridge: read a channel's position and the publications after an offset, atomically.
+--
+-- KEYS[1]  the channel's history stream      wsbridge:{<channel>}:h
+-- KEYS[2]  the channel's epoch and offset    wsbridge:{<channel>}:m
+-- ARGV[1]  the first stream ID to return: "0-<offset + 1>"
+-- ARGV[2]  at most this many publications (0: the position only)
+-- ARGV[3]  the epoch to start if the channel has none
+-- ARGV[4]  seconds a new epoch is kept
+--
+-- Returns {epoch, top offset, XRANGE entries}.
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+local top = redis.call('HGET', KEYS[2], 'o') or '0'
+local entries = {}
+if tonumber(ARGV[2]) > 0 then
+  entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+end
+return {epoch, top, entries}

@@ -1,0 +1,413 @@
+"""Channel history: offsets and epochs, resume after a position, latest values.
+
+The broadcaster-level tests run on the memory broker and on a real redis-server; a
+publisher in "another process" is a plain Redis client running the documented command.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.support.redis_server import scaled
+from wsbridge import Broadcaster
+from wsbridge.backends.redis import history_keys
+from wsbridge.broadcaster import Subscriber
+from wsbridge.history import (
+    History,
+    Position,
+    encode_envelope,
+    parse_envelope,
+)
+from wsbridge.schema import DeliveryKind, Registry
+
+pytestmark = pytest.mark.anyio
+
+BROKERS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+]
+
+
+def registry(size: int = 5) -> Registry:
+    from pydantic import BaseModel
+
+    class Snapshot(BaseModel):
+        value: int
+
+    reg = Registry(history={"ev:*": History(size=size, ttl=60)})
+    reg.register("state:*", Snapshot, kind=DeliveryKind.STATE)
+    return reg
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> str:
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return "memory://"
+
+
+def ch(name: str) -> str:
+    return f"{name}{uuid.uuid4().hex[:8]}"
+
+
+async def take(subscriber: Subscriber, n: int, timeout: float = 5) -> list[dict[str, Any]]:
+    """Exactly ``n`` events, or fail within the timeout."""
+    out: list[dict[str, Any]] = []
+    with anyio.fail_after(scaled(timeout)):
+        while len(out) < n:
+            frames = await subscriber.get()
+            assert frames, "subscriber closed"
+            out.extend(json.loads(f.text) for f in frames)
+    assert len(out) == n, out
+    return out
+
+
+async def nothing_more(subscriber: Subscriber, b: Broadcaster, channel: str) -> None:
+    """Publish a marker and check it is the next thing the subscriber gets."""
+    await b.publish(channel, {"marker": True})
+    (frame,) = await take(subscriber, 1)
+    assert frame["data"] == {"marker": True}, frame
+
+
+# -- the envelope --------------------------------------------------------------------
+
+
+def test_envelope_round_trip() -> None:
+    data = encode_envelope("abc_-1", 42, b'{"x":1}')
+    assert parse_envelope(data) == ("abc_-1", 42, b'{"x":1}')
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00wsb1\x00",
+        b"\x00wsb1\x00abc\x00",
+        b"\x00wsb1\x00abc\x000\x00{}",
+        b"\x00wsb1\x00abc\x00-1\x00{}",
+        b"\x00wsb1\x00ab c\x001\x00{}",
+        b"\x00wsb1\x00\x001\x00{}",
+        b"\x00wsb1\x00" + b"a" * 65 + b"\x001\x00{}",
+        b"\x00wsb1\x00abc\x0099999999999999999999\x00{}",
+        b"\x00wsb1\x00abc\x009223372036854775808\x00{}",
+        b"\x00wsb1\x00\xff\xfe\x001\x00{}",
+    ],
+)
+def test_malformed_envelopes_are_rejected(data: bytes) -> None:
+    assert parse_envelope(data) is None
+
+
+@given(st.binary(max_size=200))
+def test_parse_envelope_never_raises(data: bytes) -> None:
+    parsed = parse_envelope(b"\x00wsb1\x00" + data)
+    if parsed is not None:
+        epoch, offset, _ = parsed
+        assert 1 <= offset < 2**63
+        assert 1 <= len(epoch) <= 64
+
+
+# -- offsets, resume, trimming --------------------------------------------------------
+
+
+@pytest.fixture
+async def bridge(broker: str) -> AsyncIterator[Broadcaster]:
+    async with Broadcaster(broker, registry=registry()) as b:
+        yield b
+
+
+async def test_events_on_history_channels_carry_consecutive_offsets(bridge: Broadcaster) -> None:
+    channel = ch("ev:a")
+    async with bridge.subscriber() as s:
+        resumed = await s.subscribe([channel])
+        start = resumed[channel].position
+        assert start is not None and start.offset == 0
+        for i in range(3):
+            await bridge.publish(channel, {"n": i})
+        events = await take(s, 3)
+    assert [e["offset"] for e in events] == [1, 2, 3]
+    assert [e["data"] for e in events] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+async def test_channels_without_history_carry_no_offset(bridge: Broadcaster) -> None:
+    channel = ch("plain:")
+    async with bridge.subscriber() as s:
+        assert await s.subscribe([channel]) == {}
+        await bridge.publish(channel, {"n": 1})
+        (event,) = await take(s, 1)
+    assert event == {"channel": channel, "data": {"n": 1}}
+
+
+async def test_resume_delivers_what_was_missed_then_live(bridge: Broadcaster) -> None:
+    channel = ch("ev:b")
+    async with bridge.subscriber() as s:
+        resumed = await s.subscribe([channel])
+        await bridge.publish(channel, {"n": 1})
+        (first,) = await take(s, 1)
+    epoch = resumed[channel].position.epoch  # type: ignore[union-attr]
+    for i in range(2, 5):
+        await bridge.publish(channel, {"n": i})
+    async with bridge.subscriber() as s:
+        acked: list[dict[str, Any]] = []
+        resumed = await s.subscribe(
+            [channel],
+            since={channel: Position(epoch, first["offset"])},
+            acknowledge=lambda refused, r: acked.append({k: v.as_json() for k, v in r.items()}),
+        )
+        assert acked == [{channel: {"epoch": epoch, "offset": 4, "recovered": True}}]
+        assert resumed[channel].recovered is True
+        await bridge.publish(channel, {"n": 5})
+        events = await take(s, 4)
+        assert [e["offset"] for e in events] == [2, 3, 4, 5]
+        assert [e["data"]["n"] for e in events] == [2, 3, 4, 5]
+        await nothing_more(s, bridge, channel)
+
+
+async def test_resume_when_nothing_was_missed_is_recovered(bridge: Broadcaster) -> None:
+    channel = ch("ev:c")
+    async with bridge.subscriber() as s:
+        resumed = await s.subscribe([channel])
+    position = resumed[channel].position
+    assert position is not None
+    async with bridge.subscriber() as s:
+        again = await s.subscribe([channel], since={channel: position})
+        assert again[channel].recovered is True
+        await nothing_more(s, bridge, channel)
+
+
+async def test_trimmed_history_is_not_recovered(bridge: Broadcaster) -> None:
+    channel = ch("ev:d")
+    async with bridge.subscriber() as s:
+        resumed = await s.subscribe([channel])
+    epoch = resumed[channel].position.epoch  # type: ignore[union-attr]
+    for i in range(8):  # the history keeps 5
+        await bridge.publish(channel, {"n": i})
+    async with bridge.subscriber() as s:
+        again = await s.subscribe([channel], since={channel: Position(epoch, 1)})
+        assert again[channel].recovered is False
+        assert again[channel].position == Position(epoch, 8)
+        await nothing_more(s, bridge, channel)  # no replay: straight to live
+    async with bridge.subscriber() as s:  # 5 .. 9 (the marker) are kept: after 4, recovered
+        again = await s.subscribe([channel], since={channel: Position(epoch, 4)})
+        assert again[channel].recovered is True
+        assert [e["offset"] for e in await take(s, 5)] == [5, 6, 7, 8, 9]
+    assert bridge.stats().recoveries_failed == 1
+
+
+async def test_another_epoch_or_a_future_offset_is_not_recovered(bridge: Broadcaster) -> None:
+    channel = ch("ev:e")
+    await bridge.publish(channel, {"n": 1})
+    async with bridge.subscriber() as s:
+        other = await s.subscribe([channel], since={channel: Position("someotherepoch", 1)})
+        assert other[channel].recovered is False
+    epoch = other[channel].position.epoch  # type: ignore[union-attr]
+    async with bridge.subscriber() as s:
+        ahead = await s.subscribe([channel], since={channel: Position(epoch, 99)})
+        assert ahead[channel].recovered is False
+        assert ahead[channel].position == Position(epoch, 1)
+
+
+async def test_beyond_the_replay_limit_is_not_recovered(bridge: Broadcaster) -> None:
+    channel = ch("ev:f")
+    async with bridge.subscriber() as s:
+        epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
+    for i in range(4):
+        await bridge.publish(channel, {"n": i})
+    async with bridge.subscriber() as s:
+        limited = await s.subscribe([channel], since={channel: Position(epoch, 0)}, max_replay=3)
+        assert limited[channel].recovered is False
+        await nothing_more(s, bridge, channel)
+
+
+async def test_replay_goes_in_batches_through_a_small_outbox(broker: str) -> None:
+    async with Broadcaster(broker, registry=registry(size=500)) as b:
+        channel = ch("ev:g")
+        async with b.subscriber() as s:
+            epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
+        for i in range(300):
+            await b.publish(channel, {"n": i})
+        async with b.subscriber(max_messages=20) as s:
+            got: list[int] = []
+
+            async def read() -> None:
+                while len(got) < 300:
+                    frames = await s.get()
+                    assert frames, (s.close_code, s.close_reason)
+                    assert len(frames) <= 20
+                    got.extend(json.loads(f.text)["offset"] for f in frames)
+
+            with anyio.fail_after(scaled(20)):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(read)
+                    resumed = await s.subscribe([channel], since={channel: Position(epoch, 0)})
+            assert resumed[channel].recovered is True
+            assert got == list(range(1, 301))
+        assert b.stats().replayed >= 300
+
+
+async def test_a_client_that_cannot_take_its_replay_is_closed_4008(broker: str) -> None:
+    async with Broadcaster(broker, registry=registry(size=500)) as b:
+        channel = ch("ev:h")
+        async with b.subscriber() as s:
+            epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
+        for i in range(100):
+            await b.publish(channel, {"n": i})
+        # DROP would drop replayed events; the default policy closes: never a silent gap.
+        async with b.subscriber(max_messages=10) as s:
+            with anyio.fail_after(scaled(30)):
+                await s.subscribe([channel], since={channel: Position(epoch, 0)})
+            assert s.close_code == 4008
+
+
+# -- plain publishers ------------------------------------------------------------------
+
+
+async def test_plain_publish_on_a_history_channel_arrives_without_offset(
+    redis_url: str,
+) -> None:
+    channel = ch("ev:p")
+    async with Broadcaster(redis_url, registry=registry()) as b, b.subscriber() as s:
+        await s.subscribe([channel])
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.publish(channel, b'{"plain":1}')
+            await b.publish(channel, {"n": 1})
+            events = await take(s, 2)
+        finally:
+            await client.aclose()
+    assert events[0] == {"channel": channel, "data": {"plain": 1}}
+    assert events[1]["offset"] == 1
+
+
+async def test_the_documented_command_publishes_with_history(redis_url: str) -> None:
+    """What a publisher in another language runs: one EVAL of the shipped script."""
+    channel = ch("ev:q")
+    script = files("wsbridge.backends").joinpath("history_publish.lua").read_text()
+    async with Broadcaster(redis_url, registry=registry()) as b, b.subscriber() as s:
+        resumed = await s.subscribe([channel])
+        client = aioredis.from_url(redis_url)
+        try:
+            reply = await client.eval(  # type: ignore[misc]
+                script, 3, *history_keys(channel), channel, '{"n":1}', 5, 60, 3600, "e1", "0"
+            )
+            # The subscription started the epoch; "e1" would only start a new one.
+            assert reply == [resumed[channel].position.epoch.encode(), 1]  # type: ignore[union-attr]
+            (event,) = await take(s, 1)
+        finally:
+            await client.aclose()
+    assert event == {"channel": channel, "data": {"n": 1}, "offset": 1}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"\x00wsb1\x00bad epoch\x001\x00{}",
+        b"\x00wsb1\x00e\x00-5\x00{}",
+        b"\x00wsb1\x00",
+        b"\x00wsb1\x00e\x001",
+    ],
+)
+async def test_a_malformed_envelope_is_counted_and_dropped(redis_url: str, hostile: bytes) -> None:
+    channel = ch("ev:m")
+    async with Broadcaster(redis_url, registry=registry()) as b, b.subscriber() as s:
+        await s.subscribe([channel])
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.publish(channel, hostile)
+            await b.publish(channel, {"n": 1})
+            (event,) = await take(s, 1)
+        finally:
+            await client.aclose()
+        assert event["offset"] == 1
+        assert b.stats().invalid_envelopes == 1
+
+
+# -- latest values ----------------------------------------------------------------------
+
+
+async def test_a_new_subscriber_gets_the_latest_state_first(bridge: Broadcaster) -> None:
+    channel = ch("state:")
+    async with bridge.subscriber() as watcher:
+        await watcher.subscribe([channel])
+        await bridge.publish(channel, {"value": 1})
+        await bridge.publish(channel, {"value": 2})
+        await take(watcher, 2)
+    async with bridge.subscriber() as s:
+        await s.subscribe([channel])
+        (latest,) = await take(s, 1)
+        assert latest == {"channel": channel, "data": {"value": 2}}
+        await bridge.publish(channel, {"value": 3})
+        (live,) = await take(s, 1)
+        assert live["data"] == {"value": 3}
+
+
+async def test_a_fresh_process_gets_the_latest_state_from_redis(redis_url: str) -> None:
+    channel = ch("state:")
+    async with Broadcaster(redis_url, registry=registry()) as first:
+        await first.publish(channel, {"value": 7})
+    async with Broadcaster(redis_url, registry=registry()) as fresh, fresh.subscriber() as s:
+        await s.subscribe([channel])
+        (latest,) = await take(s, 1)
+    assert latest == {"channel": channel, "data": {"value": 7}}
+
+
+async def test_latest_state_seen_from_a_plain_publisher(redis_url: str) -> None:
+    channel = ch("state:")
+    async with Broadcaster(redis_url, registry=registry()) as b:
+        async with b.subscriber() as watcher:
+            await watcher.subscribe([channel])
+            client = aioredis.from_url(redis_url)
+            try:
+                await client.publish(channel, b'{"value":5}')
+            finally:
+                await client.aclose()
+            await take(watcher, 1)
+            async with b.subscriber() as s:
+                await s.subscribe([channel])
+                (latest,) = await take(s, 1)
+    assert latest == {"channel": channel, "data": {"value": 5}}
+
+
+# -- Redis restarts ----------------------------------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("aof", [False, True], ids=["no-persistence", "aof"])
+async def test_redis_restart_keeps_the_epoch_only_with_persistence(
+    redis_server_factory: Any, aof: bool
+) -> None:
+    args = ["--appendonly", "yes", "--appendfsync", "always"] if aof else []
+    server = redis_server_factory(args=args)
+    channel = ch("ev:r")
+    async with Broadcaster(server.url, registry=registry()) as b:
+        async with b.subscriber() as s:
+            resumed = await s.subscribe([channel])
+            await b.publish(channel, {"n": 1})
+            (event,) = await take(s, 1)
+        await b.publish(channel, {"n": 2})  # missed by the client
+    start = resumed[channel].position
+    assert start is not None
+    position = Position(start.epoch, event["offset"])
+    server.restart()
+    async with Broadcaster(server.url, registry=registry()) as b, b.subscriber() as s:
+        resumed = await s.subscribe([channel], since={channel: position})
+        if aof:
+            assert resumed[channel].recovered is True
+            assert resumed[channel].position == Position(position.epoch, 2)
+            (missed,) = await take(s, 1)
+            assert missed["data"] == {"n": 2}
+            assert missed["offset"] == 2
+        else:
+            assert resumed[channel].recovered is False
+            assert resumed[channel].position is not None
+            assert resumed[channel].position.epoch != position.epoch
+        await nothing_more(s, b, channel)

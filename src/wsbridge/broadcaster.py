@@ -327,16 +327,22 @@ class Subscriber:
                 return p == pattern
         return False
 
-    def _resumed_at(self, channel: str, since: Position) -> Resumed:
-        """A resume of a channel already delivering events on this connection."""
+    def _resumed_at(self, channel: str, since: Position | None) -> Resumed | None:
+        """Where a channel already delivering events on this connection stands."""
+        hold = self._hold
+        floor = hold.get(channel) if hold is not None else None
         started = self._started.get(channel)
-        if (
-            started is not None
-            and since.epoch == started.epoch
-            and since.offset >= started.offset - 1
-        ):
-            return Resumed(Position(since.epoch, since.offset), True)
-        return Resumed(None, False)
+        if isinstance(floor, Position):
+            start = floor  # nothing delivered yet: events follow this position
+        elif started is not None:
+            start = Position(started.epoch, started.offset - 1)
+        else:
+            return None if since is None else Resumed(None, False)
+        if since is None:
+            return Resumed(start)
+        # Recovered when what this connection delivers joins what the client has seen.
+        recovered = since.epoch == start.epoch and since.offset >= start.offset
+        return Resumed(start, recovered)
 
     # -- delivery ------------------------------------------------------------------
 
@@ -758,11 +764,12 @@ class Broadcaster:
             if isinstance(current, list):
                 continue  # another subscribe is setting it up
             if ch in subscriber._channels:
-                if ch in since:
-                    if isinstance(current, Position):
-                        held.append(ch)  # nothing delivered on it yet: resume from scratch
-                    else:
-                        already[ch] = subscriber._resumed_at(ch, since[ch])
+                if ch in since and isinstance(current, Position):
+                    held.append(ch)  # nothing delivered on it yet: resume from scratch
+                else:
+                    found = subscriber._resumed_at(ch, since.get(ch))
+                    if found is not None:
+                        already[ch] = found
                 continue
             held.append(ch)
         if held:

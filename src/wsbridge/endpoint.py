@@ -609,7 +609,7 @@ class Endpoint:
 
         try:
             await subscriber.subscribe(
-                command.channels,
+                command.channels if command.ack is None else command.ack,
                 since=command.since,
                 max_replay=self.max_replay,
                 acknowledge=acknowledge,

@@ -258,7 +258,9 @@ class Session:
             self._subs[ch] = None
         # Every well-formed request is acknowledged, with an empty list when nothing of it
         # was accepted: a client waiting for its answer must get one.
-        if new or since:
+        # Channels held already are asked again too: their acknowledgement gives their
+        # positions, and a resume starts there.
+        if accepted:
             out.append(
                 Subscribe(
                     tuple(new), ack=tuple(accepted), request_id=request_id, since=since or None

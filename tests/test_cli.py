@@ -242,7 +242,12 @@ async def test_serve_bridges_redis_to_websocket_clients(
         redis_client.publish("portfolio:update", json.dumps(PORTFOLIO))
         for client in clients:
             trade = await client.recv_event()
-            assert trade == {"channel": "trade:executed", "data": {**TRADE, "quantity": 10.0}}
+            # trade:executed keeps history: `wsbridge publish` gave the event its offset.
+            assert trade == {
+                "channel": "trade:executed",
+                "data": {**TRADE, "quantity": 10.0},
+                "offset": 1,
+            }
             assert await client.recv_event() == {"channel": "portfolio:update", "data": PORTFOLIO}
         for client in clients:
             await client.close()

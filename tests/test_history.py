@@ -411,3 +411,41 @@ async def test_redis_restart_keeps_the_epoch_only_with_persistence(
             assert resumed[channel].position is not None
             assert resumed[channel].position.epoch != position.epoch
         await nothing_more(s, b, channel)
+
+
+# -- the server's own position -------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_a_broker_reconnect_loses_nothing_on_history_channels(redis_url: str) -> None:
+    channel = ch("ev:k")
+    total = 60
+    async with (
+        Broadcaster(
+            redis_url, registry=registry(size=1000), reconnect_delay=0.05, max_reconnect_delay=0.2
+        ) as b,
+        Broadcaster(redis_url, registry=registry(size=1000)) as publisher,
+        b.subscriber() as s,
+    ):
+        await s.subscribe([channel])
+        admin = aioredis.from_url(redis_url)
+        got: list[int] = []
+        try:
+            for i in range(1, total + 1):
+                await publisher.publish(channel, {"n": i})
+                if i % 20 == 0:
+                    # Drop the bridge's subscription connection; publishing goes on.
+                    await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            with anyio.fail_after(scaled(20)):
+                while len(got) < total:
+                    frames = await s.get()
+                    assert frames
+                    for frame in frames:
+                        event = json.loads(frame.text)
+                        if "channel" in event:
+                            got.append(event["offset"])
+        finally:
+            await admin.aclose()
+        assert got == list(range(1, total + 1))
+        assert b.stats().broker_reconnects >= 1
+        assert b.stats().replayed >= 1

@@ -53,6 +53,10 @@ _RESTORE_WAIT = 5.0
 _REPLAY_BATCH = 100
 # How long a replaying client may take to make room for its next batch.
 _REPLAY_DRAIN_TIMEOUT = 10.0
+# Live events held per channel while the server reads what it missed from history.
+_CATCH_UP_HOLD = 10_000
+# Channels whose live position the server tracks, at most.
+_MAX_TRACKS = 100_000
 # Latest values kept per process (state channels reached through patterns are unbounded).
 _MAX_LATEST = 10_000
 
@@ -504,6 +508,19 @@ class _Plan:
     after: int = 0
 
 
+class _Track:
+    """The server's own position on a channel with history, and its catch-up state."""
+
+    __slots__ = ("catching", "epoch", "offset", "overflowed")
+
+    def __init__(self, epoch: str, offset: int) -> None:
+        self.epoch = epoch
+        self.offset = offset
+        # While reading missed events from history: the live ones that arrive meanwhile.
+        self.catching: list[tuple[str, int, bytes]] | None = None
+        self.overflowed = False
+
+
 def _replay_batch(subscriber: Subscriber) -> int:
     # Half the outbox at most: live events of other channels keep room to arrive.
     return max(1, min(_REPLAY_BATCH, subscriber._outbox.max_messages // 2))
@@ -602,6 +619,7 @@ class Broadcaster:
         )
         # The last publication seen on each state channel, for new subscribers.
         self._latest: dict[str, Frame] = {}
+        self._tracks: dict[str, _Track] = {}
         self._refusals: dict[str, tuple[str, float]] = {}  # name -> (reason, when)
         self._last_log: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -1001,6 +1019,8 @@ class Broadcaster:
             try:
                 if drop:
                     self._upstream -= drop
+                    for key in drop:
+                        self._tracks.pop(key, None)
                     await self._backend.unsubscribe(
                         [k for k in drop if not is_pattern(k)], [k for k in drop if is_pattern(k)]
                     )
@@ -1150,12 +1170,109 @@ class Broadcaster:
         self._counters.messages_in += 1
         if not route:
             return
+        data = message.data
+        if pattern is None and data[:1] == b"\x00" and is_envelope(data):
+            parsed = parse_envelope(data)
+            if parsed is not None:
+                self._live(message.channel, *parsed)
+                return
         frame = self._frame(message)
         if frame is None:
             return
+        self._fan_out(route, frame, pattern)
+
+    def _live(self, channel: str, epoch: str, offset: int, payload: bytes) -> None:
+        """A live publication with an offset on an exact subscription: deliver it in order.
+
+        A publication that skips offsets makes the server read the missed ones from
+        history first; live ones wait meanwhile (bounded), and duplicates are dropped.
+        """
+        track = self._tracks.get(channel)
+        if track is None:
+            if len(self._tracks) >= _MAX_TRACKS:
+                self._tracks.clear()
+            track = self._tracks[channel] = _Track(epoch, offset)
+        elif track.catching is not None:
+            if len(track.catching) < _CATCH_UP_HOLD:
+                track.catching.append((epoch, offset, payload))
+            else:
+                track.overflowed = True  # history has them: read again when done
+            return
+        elif epoch == track.epoch:
+            if offset <= track.offset:
+                return  # delivered already, from history
+            if (
+                offset > track.offset + 1
+                and self._history is not None
+                and self._task_group is not None
+                and self.registry.history_for(channel) is not None
+            ):
+                track.catching = [(epoch, offset, payload)]
+                self._catch_up_soon(channel)
+                return
+            track.offset = offset
+        else:
+            # Another epoch: the history this server followed is gone.
+            track.epoch, track.offset = epoch, offset
+        route = self._routes.get(channel)
+        frame = self._build(channel, payload, epoch, offset)
+        if route and frame is not None:
+            self._fan_out(route, frame, None)
+
+    def _catch_up_soon(self, channel: str) -> None:
+        task_group = self._task_group
+        track = self._tracks.get(channel)
+        if track is None or task_group is None:
+            return
+        if track.catching is None:
+            track.catching = []
+        task_group.start_soon(self._catch_up, channel, track)
+
+    async def _catch_up(self, channel: str, track: _Track) -> None:
+        history = self.registry.history_for(channel)
+        backend = self._history
+        try:
+            for _ in range(10_000):  # bounded: each round delivers a batch or stops
+                if history is None or backend is None or channel not in self._routes:
+                    break
+                page = await backend.read_history(channel, history, track.offset, _REPLAY_BATCH)
+                if page.position.epoch != track.epoch:
+                    self._counters.recoveries_failed += 1
+                    self._log_limited(
+                        f"gap:{channel}", "wsbridge: history of %r was lost; events missed", channel
+                    )
+                    break
+                entries = page.entries
+                if entries and entries[0][0] != track.offset + 1:
+                    self._counters.recoveries_failed += 1
+                    self._log_limited(
+                        f"gap:{channel}", "wsbridge: history of %r trimmed; events missed", channel
+                    )
+                route = self._routes.get(channel)
+                for offset, data in entries:
+                    if offset <= track.offset:
+                        continue
+                    track.offset = offset
+                    frame = self._build(channel, data, track.epoch, offset)
+                    if route and frame is not None:
+                        self._fan_out(route, frame, None)
+                        self._counters.replayed += 1
+                if len(entries) < _REPLAY_BATCH:
+                    break
+        except BrokerUnavailableError as exc:
+            logger.info("wsbridge: cannot read the history of %r yet: %s", channel, exc)
+        finally:
+            pending, track.catching = track.catching or [], None
+            overflowed, track.overflowed = track.overflowed, False
+            for epoch, offset, payload in pending:
+                self._live(channel, epoch, offset, payload)
+            if overflowed and track.catching is None and self._connected:
+                self._catch_up_soon(channel)
+
+    def _fan_out(self, route: dict[Subscriber, None], frame: Frame, pattern: str | None) -> None:
         targets: Iterable[Subscriber] = route
         if pattern is not None:
-            channel = message.channel
+            channel = frame.channel
             targets = (
                 s
                 for s in route
@@ -1267,6 +1384,10 @@ class Broadcaster:
                     time.monotonic() - since,
                 )
                 self._notify(protocol.broker_status_frame("up"))
+                # What was published while the connection was down is in history.
+                for channel, track in list(self._tracks.items()):
+                    if track.catching is None and channel in self._routes:
+                        self._catch_up_soon(channel)
 
             tg.start_soon(guard, read)
             tg.start_soon(guard, health)

@@ -61,10 +61,10 @@ def ch(name: str) -> str:
     return f"{name}{uuid.uuid4().hex[:8]}"
 
 
-async def take(subscriber: Subscriber, n: int, timeout: float = 5) -> list[dict[str, Any]]:
-    """Exactly ``n`` events, or fail within the timeout."""
+async def take(subscriber: Subscriber, n: int) -> list[dict[str, Any]]:
+    """Exactly ``n`` events, or fail within a bounded time."""
     out: list[dict[str, Any]] = []
-    with anyio.fail_after(scaled(timeout)):
+    with anyio.fail_after(scaled(5)):
         while len(out) < n:
             frames = await subscriber.get()
             assert frames, "subscriber closed"
@@ -130,7 +130,8 @@ async def test_events_on_history_channels_carry_consecutive_offsets(bridge: Broa
     async with bridge.subscriber() as s:
         resumed = await s.subscribe([channel])
         start = resumed[channel].position
-        assert start is not None and start.offset == 0
+        assert start is not None
+        assert start.offset == 0
         for i in range(3):
             await bridge.publish(channel, {"n": i})
         events = await take(s, 3)
@@ -296,7 +297,7 @@ async def test_the_documented_command_publishes_with_history(redis_url: str) -> 
         resumed = await s.subscribe([channel])
         client = aioredis.from_url(redis_url)
         try:
-            reply = await client.eval(  # type: ignore[misc]
+            reply = await client.eval(
                 script, 3, *history_keys(channel), channel, '{"n":1}', 5, 60, 3600, "e1", "0"
             )
             # The subscription started the epoch; "e1" would only start a new one.
@@ -362,18 +363,17 @@ async def test_a_fresh_process_gets_the_latest_state_from_redis(redis_url: str) 
 
 async def test_latest_state_seen_from_a_plain_publisher(redis_url: str) -> None:
     channel = ch("state:")
-    async with Broadcaster(redis_url, registry=registry()) as b:
-        async with b.subscriber() as watcher:
-            await watcher.subscribe([channel])
-            client = aioredis.from_url(redis_url)
-            try:
-                await client.publish(channel, b'{"value":5}')
-            finally:
-                await client.aclose()
-            await take(watcher, 1)
-            async with b.subscriber() as s:
-                await s.subscribe([channel])
-                (latest,) = await take(s, 1)
+    async with Broadcaster(redis_url, registry=registry()) as b, b.subscriber() as watcher:
+        await watcher.subscribe([channel])
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.publish(channel, b'{"value":5}')
+        finally:
+            await client.aclose()
+        await take(watcher, 1)
+        async with b.subscriber() as s:
+            await s.subscribe([channel])
+            (latest,) = await take(s, 1)
     assert latest == {"channel": channel, "data": {"value": 5}}
 
 
@@ -408,8 +408,9 @@ async def test_redis_restart_keeps_the_epoch_only_with_persistence(
             assert missed["offset"] == 2
         else:
             assert resumed[channel].recovered is False
-            assert resumed[channel].position is not None
-            assert resumed[channel].position.epoch != position.epoch
+            now = resumed[channel].position
+            assert now is not None
+            assert now.epoch != position.epoch
         await nothing_more(s, b, channel)
 
 

@@ -372,7 +372,7 @@ async def test_listen_prints_one_json_event_per_line(server: UvicornServer) -> N
         await publish(server, "portfolio:update", PORTFOLIO)
         assert await anyio.to_thread.run_sync(child.wait) == 0, child.output()
     assert [json.loads(line) for line in child.lines()] == [
-        {"channel": "trade:executed", "data": {**TRADE, "quantity": 10.0}},
+        {"channel": "trade:executed", "data": {**TRADE, "quantity": 10.0}, "offset": 1},
         {"channel": "portfolio:update", "data": PORTFOLIO},
     ]
 

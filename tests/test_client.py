@@ -92,7 +92,13 @@ async def test_receives_events_parsed_into_models(server: UvicornServer) -> None
     assert trade.model.symbol == "AAPL"
     assert trade.data["entry_time"] == "2026-03-12T14:30:00Z"
     assert trade.error is None
-    assert json.loads(trade.to_json()) == {"channel": "trade:executed", "data": trade.data}
+    # trade:executed keeps history: the event has its offset, and the JSON line shows it.
+    assert trade.offset == 1
+    assert json.loads(trade.to_json()) == {
+        "channel": "trade:executed",
+        "data": trade.data,
+        "offset": 1,
+    }
     assert portfolio.channel == "portfolio:update"
     assert type(portfolio.model).__name__ == "PortfolioUpdate"
 
@@ -203,6 +209,54 @@ async def test_reconnects_after_the_server_restarts_on_the_same_port() -> None:
                     await publish(second, "extra:back", {"ok": True})
                     event = await client.receive()
                 assert (event.channel, event.data) == ("extra:back", {"ok": True})
+    finally:
+        first.stop()
+
+
+async def test_resumes_default_subscriptions_after_a_reconnect(server: UvicornServer) -> None:
+    broadcaster = server.app.endpoint.broadcaster
+    async with Client(server.url, reconnect_delay=0.5, jitter=0) as client:
+        with anyio.fail_after(scaled(10)):
+            await client.wait_connected()
+            await publish(server, "trade:executed", {**TRADE, "quantity": 1})
+            first = await client.receive()
+            assert first.offset == 1
+            # Answered after the client asked the server for the channel's epoch.
+            await client.subscribe(["other:channel"])
+        epoch, offset = client.positions["trade:executed"]
+        assert offset == 1
+        await server.acall(broadcaster.close_clients, 1001, "restart")
+        await next_status(client, "disconnected")
+        for quantity in (2, 3, 4):  # published while the client is away
+            await publish(server, "trade:executed", {**TRADE, "quantity": quantity})
+        await next_status(client, "connected")
+        with anyio.fail_after(scaled(10)):
+            await client.wait_connected()
+            await publish(server, "trade:executed", {**TRADE, "quantity": 5})
+            events = [await client.receive() for _ in range(4)]
+        assert [e.offset for e in events] == [2, 3, 4, 5]
+        assert [e.data["quantity"] for e in events] == [2, 3, 4, 5]
+        assert client.positions["trade:executed"] == (epoch, 5)
+
+
+async def test_reports_a_channel_it_could_not_recover() -> None:
+    port = free_port()
+    client = Client(f"ws://127.0.0.1:{port}/ws", reconnect_delay=0.05, max_reconnect_delay=0.2)
+    first = bridge(port)
+    first.start()
+    try:
+        async with client:
+            with anyio.fail_after(scaled(10)):
+                await client.wait_connected()
+                await publish(first, "trade:executed", TRADE)
+                assert (await client.receive()).offset == 1
+                await client.subscribe(["other:channel"])
+            assert "trade:executed" in client.positions
+            first.stop()
+            await next_status(client, "disconnected")
+            with bridge(port):  # a new broker: the history and its epoch are gone
+                lost = await next_status(client, "not_recovered")
+                assert lost.detail == "trade:executed"
     finally:
         first.stop()
 

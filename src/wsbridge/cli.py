@@ -913,6 +913,8 @@ def _status_line(status: Status) -> str:
         return f"reconnecting in {status.retry_in or 0:.1f} s"
     if status.kind == "connected":
         return f"connected to {status.detail}"
+    if status.kind == "not_recovered":
+        return f"events of {status.detail} were missed and could not be recovered"
     if status.kind in ("broker_down", "broker_up"):
         return f"the server's broker is {'up' if status.kind == 'broker_up' else 'down'}"
     return f"{status.kind}: {status.detail}"
@@ -1008,7 +1010,8 @@ def listen(
 ) -> None:
     """Connect to a WebSocket endpoint and print its events until stopped.
 
-    Keeps the connection alive with pings and reconnects after any close or error.
+    Keeps the connection alive with pings and reconnects after any close or error,
+    resuming channels with history where it left off (missed events first, none twice).
     Events go to stdout (pretty, or --json for piping); connection changes to stderr.
     """
     try:

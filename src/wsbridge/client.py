@@ -14,7 +14,11 @@ wsbridge server, or the reference system) and behaves like the reference's React
 * it parses each event's payload into the registry's pydantic model where the channel has
   a schema (the built-in trading registry by default);
 * it reports the connection and the server's broker status (``{"type": "broker", ...}``
-  frames) as :class:`Status` items.
+  frames) as :class:`Status` items;
+* it remembers the position (epoch and offset) of every channel with history and resumes
+  from there after a reconnect: the events missed meanwhile arrive first, once each and
+  in order; a channel the server cannot recover is reported as a ``not_recovered``
+  :class:`Status`.
 
 .. code-block:: python
 
@@ -122,7 +126,7 @@ class Event:
     ``model`` is ``data`` parsed into the registry's pydantic model for ``channel``, or
     ``None`` when the channel has no schema or the payload does not match it; ``error``
     then says why it does not match. ``received_at`` is the wall-clock time of arrival
-    (``time.time()``).
+    (``time.time()``). ``offset`` is the event's offset on a channel with history.
     """
 
     channel: str
@@ -130,14 +134,23 @@ class Event:
     model: BaseModel | None = None
     error: EventValidationError | None = None
     received_at: float = field(default_factory=time.time, compare=False)
+    offset: int | None = None
 
     def to_json(self) -> str:
         """The event frame as compact JSON on one line: ``{"channel":...,"data":...}``."""
+        if self.offset is not None:
+            return _DUMPS({"channel": self.channel, "data": self.data, "offset": self.offset})
         return _DUMPS({"channel": self.channel, "data": self.data})
 
 
 StatusKind = Literal[
-    "connected", "disconnected", "reconnecting", "broker_down", "broker_up", "error"
+    "connected",
+    "disconnected",
+    "reconnecting",
+    "broker_down",
+    "broker_up",
+    "error",
+    "not_recovered",
 ]
 """What a :class:`Status` reports."""
 
@@ -154,7 +167,9 @@ class Status:
     * ``reconnecting``: the next attempt starts in ``retry_in`` seconds;
     * ``broker_down`` / ``broker_up``: the server lost or regained its broker connection
       (the ``{"type": "broker"}`` frames); the WebSocket stays open meanwhile;
-    * ``error``: the server sent an error frame that answers no pending request.
+    * ``error``: the server sent an error frame that answers no pending request;
+    * ``not_recovered``: events of the channel named in ``detail`` were missed and cannot
+      be delivered (the server's history no longer has them): refetch its state.
     """
 
     kind: StatusKind
@@ -307,8 +322,16 @@ class Client:
         self._awaiting_pong = False
         self._restoring: set[int] = set()
         self._connections = 0
+        # Per channel with history: [epoch or None until the server said it, offset].
+        self._positions: dict[str, list[Any]] = {}
+        self._probes: dict[str, None] = {}
 
     # -- state -------------------------------------------------------------------------
+
+    @property
+    def positions(self) -> dict[str, tuple[str, int]]:
+        """The position of each channel with history: its epoch and the last offset seen."""
+        return {ch: (p[0], p[1]) for ch, p in self._positions.items() if p[0] is not None}
 
     @property
     def connected(self) -> bool:
@@ -609,11 +632,27 @@ class Client:
         # arrives. With nothing to restore, a ping is that request.
         frames: list[str] = []
         self._restoring.clear()
-        for kind, channels in (("subscribe", self._added), ("unsubscribe", self._removed)):
+        self._probes.clear()
+        # Channels with a known position are asked again with "since": the server replays
+        # what this client missed, default subscriptions included.
+        since = {
+            ch: {"epoch": p[0], "offset": p[1]}
+            for ch, p in self._positions.items()
+            if p[0] is not None and ch not in self._removed
+        }
+        resumed = dict.fromkeys([*self._added, *since])
+        for kind, channels in (("subscribe", resumed), ("unsubscribe", self._removed)):
             if channels:
                 request_id = next(self._ids)
                 self._restoring.add(request_id)
-                frames.append(_DUMPS({"type": kind, "channels": list(channels), "id": request_id}))
+                request: dict[str, Any] = {
+                    "type": kind,
+                    "channels": list(channels),
+                    "id": request_id,
+                }
+                if kind == "subscribe" and since:
+                    request["since"] = since
+                frames.append(_DUMPS(request))
         self._awaiting_pong = not frames
         try:
             for frame in frames or [_PING]:
@@ -667,21 +706,79 @@ class Client:
                         await items.send(event)
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         return
+                if self._probes:
+                    # Ask the server the epoch of channels it delivers with offsets.
+                    probes = list(self._probes)
+                    self._probes.clear()
+                    try:
+                        await ws.send(_DUMPS({"type": "subscribe", "channels": probes, "id": 0}))
+                    except ConnectionClosed:
+                        return
             else:
                 self._control(kind, frame)
+
+    def _track(self, channel: str, offset: object) -> int | None:
+        """Follow the channel's position; the event's offset, or ``None`` if it has none."""
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 1:
+            return None
+        position = self._positions.get(channel)
+        if position is None:
+            if len(self._positions) >= 10_000:
+                return offset  # a client of that many channels gets no resume for more
+            self._positions[channel] = [None, offset]
+            if not any(is_pattern(w) and glob_match(w, channel) for w in self._added):
+                self._probes[channel] = None  # asking for a pattern's channel would add it
+            return offset
+        if offset <= position[1]:
+            # Offsets went back: the server's history was lost and started again.
+            if position[0] is not None:
+                self._status(Status("not_recovered", channel))
+            position[0] = None
+            if not any(is_pattern(w) and glob_match(w, channel) for w in self._added):
+                self._probes[channel] = None
+        elif position[0] is not None and offset > position[1] + 1:
+            self._status(Status("not_recovered", channel))
+        position[1] = offset
+        return offset
 
     def _event(self, frame: dict[str, Any]) -> Event | None:
         channel = frame.get("channel")
         if not isinstance(channel, str) or not self._delivers(channel):
             return None
+        offset = self._track(channel, frame.get("offset"))
         data = frame.get("data")
         schema = self.registry.schema_for(channel)
         if schema is None:
-            return Event(channel, data)
+            return Event(channel, data, offset=offset)
         try:
-            return Event(channel, data, schema.validate(data, channel=channel))
+            return Event(channel, data, schema.validate(data, channel=channel), offset=offset)
         except EventValidationError as exc:
-            return Event(channel, data, None, exc)
+            return Event(channel, data, None, exc, offset=offset)
+
+    def _positioned(self, positions: object) -> None:
+        """Take the positions of a ``subscribed`` acknowledgement."""
+        if not isinstance(positions, dict):
+            return
+        for channel, found in positions.items():
+            if not isinstance(channel, str) or not isinstance(found, dict):
+                continue
+            epoch, offset = found.get("epoch"), found.get("offset")
+            recovered = found.get("recovered")
+            if recovered is False:
+                self._status(Status("not_recovered", channel))
+            if not isinstance(epoch, str) or not isinstance(offset, int):
+                continue
+            position = self._positions.get(channel)
+            if position is None or len(self._positions) >= 10_000:
+                if position is None and len(self._positions) < 10_000:
+                    self._positions[channel] = [epoch, offset]
+                continue
+            if recovered is True and position[0] == epoch:
+                continue  # the missed events follow; the offset advances with them
+            if position[0] in (None, epoch) and recovered is None:
+                position[0], position[1] = epoch, max(position[1], offset)
+            else:
+                position[0], position[1] = epoch, offset
 
     def _control(self, kind: object, frame: dict[str, Any]) -> None:
         if kind == "pong":
@@ -689,6 +786,8 @@ class Client:
             if self._awaiting_pong:
                 self._mark_ready()
             return
+        if kind == "subscribed":
+            self._positioned(frame.get("positions"))
         request_id = frame.get("id")
         if isinstance(request_id, int) and request_id in self._restoring:
             self._restored(kind, request_id, frame)

@@ -73,7 +73,9 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     url = request.getfixturevalue("redis_url") if broker == "redis" else "memory://"
     broadcaster = Broadcaster(url, registry=make_registry())
-    endpoint = Endpoint(broadcaster, channels=[f"{prefix}:ev:a", f"{prefix}:state"])
+    endpoint = Endpoint(
+        broadcaster, channels=[f"{prefix}:ev:a", f"{prefix}:state"], allow=[f"{prefix}:*"]
+    )
     server = serve(adapter, endpoint)
     try:
         if broker == "redis":

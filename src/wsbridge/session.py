@@ -257,9 +257,9 @@ class Session:
         for ch in new:
             self._subs[ch] = None
         # Every well-formed request is acknowledged, with an empty list when nothing of it
-        # was accepted: a client waiting for its answer must get one.
-        # Channels held already are asked again too: their acknowledgement gives their
-        # positions, and a resume starts there.
+        # was accepted: a client waiting for its answer must get one. Channels held already
+        # go to the driver too: their acknowledgement gives their positions, and a resume
+        # starts there.
         if accepted:
             out.append(
                 Subscribe(

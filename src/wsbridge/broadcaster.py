@@ -511,11 +511,14 @@ class _Plan:
 class _Track:
     """The server's own position on a channel with history, and its catch-up state."""
 
-    __slots__ = ("catching", "epoch", "offset", "overflowed")
+    __slots__ = ("catching", "epoch", "offset", "overflowed", "seeded")
 
-    def __init__(self, epoch: str, offset: int) -> None:
+    def __init__(self, epoch: str, offset: int, *, seeded: bool = False) -> None:
         self.epoch = epoch
         self.offset = offset
+        # Started from a subscription's position, before any live event: the earliest
+        # position a subscriber starts from wins.
+        self.seeded = seeded
         # While reading missed events from history: the live ones that arrive meanwhile.
         self.catching: list[tuple[str, int, bytes]] | None = None
         self.overflowed = False
@@ -891,6 +894,7 @@ class Broadcaster:
                 self._counters.recoveries_failed += 1
             return _Plan(Resumed(None, None if since is None else False), latest)
         top = page.position
+        self._seed(channel, top)
         if since is None:
             return _Plan(Resumed(top), latest, top=top)
         entries = page.entries
@@ -907,6 +911,20 @@ class Broadcaster:
         return _Plan(
             Resumed(top, True), latest, top=top, replay=page, history=history, after=since.offset
         )
+
+    def _seed(self, channel: str, position: Position) -> None:
+        """Follow a channel from a subscription's position until a live event arrives.
+
+        Without it, what is published between a subscription and a broker outage that
+        comes before the first live event would not be read back after the reconnect.
+        """
+        track = self._tracks.get(channel)
+        if track is None:
+            if len(self._tracks) >= _MAX_TRACKS:
+                self._tracks.clear()
+            self._tracks[channel] = _Track(position.epoch, position.offset, seeded=True)
+        elif track.seeded and track.catching is None and track.epoch == position.epoch:
+            track.offset = min(track.offset, position.offset)
 
     async def _start(self, subscriber: Subscriber, channel: str, plan: _Plan) -> None:
         """Deliver a held subscription's latest value or missed events, then release it."""
@@ -1211,9 +1229,10 @@ class Broadcaster:
                 self._catch_up_soon(channel)
                 return
             track.offset = offset
+            track.seeded = False
         else:
             # Another epoch: the history this server followed is gone.
-            track.epoch, track.offset = epoch, offset
+            track.epoch, track.offset, track.seeded = epoch, offset, False
         route = self._routes.get(channel)
         frame = self._build(channel, payload, epoch, offset)
         if route and frame is not None:
@@ -1253,6 +1272,7 @@ class Broadcaster:
                     if offset <= track.offset:
                         continue
                     track.offset = offset
+                    track.seeded = False
                     frame = self._build(channel, data, track.epoch, offset)
                     if route and frame is not None:
                         self._fan_out(route, frame, None)

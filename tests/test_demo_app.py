@@ -95,6 +95,24 @@ async def test_a_debug_publish_reaches_the_websocket(
         await client.close()
 
 
+async def test_a_reloaded_page_shows_the_portfolio_at_once(
+    start_demo: StartDemo, http: httpx.AsyncClient
+) -> None:
+    server = start_demo(simulate=False, debug_publish=True)
+    portfolio = {"total_equity": 26000, "cash": 6000, "positions_value": 20000}
+    response = await http.post(
+        server.http_url + "/api/debug/publish",
+        json={"channel": "portfolio:update", "data": portfolio},
+    )
+    assert response.status_code == 200
+    # A page opened (or reloaded) after the last update gets it first, without waiting.
+    client = await Client.connect(server.url)
+    try:
+        assert await events(client, 1) == [("portfolio:update", portfolio)]
+    finally:
+        await client.close()
+
+
 async def test_debug_publish_validates_and_updates_the_state(
     start_demo: StartDemo, http: httpx.AsyncClient
 ) -> None:

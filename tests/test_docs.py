@@ -123,7 +123,7 @@ def _round_trip(client_class: Any, module: types.ModuleType, path: str, **connec
         ws.send_json({"type": "ping"})
         assert ws.receive_json() == {"type": "pong"}
         http.portal.call(broadcaster.publish, "risk:alert", ALERT)
-        assert ws.receive_json() == {"channel": "risk:alert", "data": ALERT}
+        assert ws.receive_json() == {"channel": "risk:alert", "data": ALERT, "offset": 1}
 
 
 ASGI_EXAMPLES = [
@@ -231,7 +231,7 @@ def test_token_example(client_class: Any, monkeypatch: pytest.MonkeyPatch) -> No
             ws.send_json({"type": "ping"})
             assert ws.receive_json() == {"type": "pong"}
             http.portal.call(module.broadcaster.publish, "risk:alert", ALERT)
-            assert ws.receive_json() == {"channel": "risk:alert", "data": ALERT}
+            assert ws.receive_json() == {"channel": "risk:alert", "data": ALERT, "offset": 1}
 
 
 @pytest.mark.anyio
@@ -246,7 +246,7 @@ async def test_aiohttp_example_delivers_events() -> None:
             await ws.send_json({"type": "ping"})
             assert await ws.receive_json(timeout=5) == {"type": "pong"}
             await module.broadcaster.publish("risk:alert", ALERT)
-            assert await ws.receive_json(timeout=5) == {"channel": "risk:alert", "data": ALERT}
+            assert await ws.receive_json(timeout=5) == {"channel": "risk:alert", "data": ALERT, "offset": 1}
 
 
 def test_custom_schemas_example_prints_what_the_page_shows(
@@ -316,6 +316,13 @@ def test_testing_example_passes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b5 passed\b", result.stdout), result.stdout
+
+
+def test_history_example_resumes_what_was_missed() -> None:
+    namespace = runpy.run_path(str(EXAMPLES / "history.py"))
+    import anyio
+
+    assert anyio.run(namespace["main"]) == [2, 3]
 
 
 def test_every_example_is_shown_in_the_docs() -> None:

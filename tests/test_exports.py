@@ -51,6 +51,10 @@ ROOT_EXPORTS = frozenset(
         "DeliveryKind",
         "EventSchema",
         "Registry",
+        # channel history
+        "History",
+        "Position",
+        "Resumed",
         # the sans-I/O session
         "Session",
         "SessionLimits",

@@ -79,7 +79,8 @@ def test_dashboard_receives_published_events() -> None:
             "timestamp": "2026-03-12T14:40:00Z",
         }
         http.portal.call(broadcaster.publish, "risk:alert", alert)
-        assert ws.receive_json() == {"channel": "risk:alert", "data": alert}
+        # risk:alert keeps history: the event carries its offset.
+        assert ws.receive_json() == {"channel": "risk:alert", "data": alert, "offset": 1}
 
 
 # -- 3. consumers, against every valid event ---------------------------------------------

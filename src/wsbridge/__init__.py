@@ -19,6 +19,7 @@ from wsbridge.exceptions import (
     SubscriptionRefusedError,
     WsbridgeError,
 )
+from wsbridge.history import History, Position, Resumed
 from wsbridge.permissions import AllowList
 from wsbridge.schema import DeliveryKind, EventSchema, Registry
 from wsbridge.session import Session, SessionLimits
@@ -39,9 +40,12 @@ __all__ = [
     "EventValidationError",
     "Frame",
     "Handshake",
+    "History",
     "InvalidChannelError",
     "OverflowPolicy",
+    "Position",
     "Registry",
+    "Resumed",
     "Session",
     "SessionLimits",
     "Stats",

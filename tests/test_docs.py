@@ -246,7 +246,8 @@ async def test_aiohttp_example_delivers_events() -> None:
             await ws.send_json({"type": "ping"})
             assert await ws.receive_json(timeout=5) == {"type": "pong"}
             await module.broadcaster.publish("risk:alert", ALERT)
-            assert await ws.receive_json(timeout=5) == {"channel": "risk:alert", "data": ALERT, "offset": 1}
+            event = await ws.receive_json(timeout=5)
+            assert event == {"channel": "risk:alert", "data": ALERT, "offset": 1}
 
 
 def test_custom_schemas_example_prints_what_the_page_shows(

@@ -36,8 +36,17 @@ _COUNTERS = (
     ("payloads_too_large", "Broker messages dropped for exceeding max_payload_bytes"),
     ("dispatch_errors", "Broker messages skipped after an error while delivering them"),
     ("probe_failures", "Liveness probes the subscription connection did not deliver back"),
+    ("invalid_envelopes", "Broker messages dropped for a malformed history envelope"),
+    ("replayed", "Events delivered from channel history (resumes and catch-ups)"),
+    ("recoveries_failed", "Resumes or catch-ups that could not recover what was missed"),
 )
-_PER_CHANNEL = ("conflated", "dropped", "validation_failures")
+_PER_CHANNEL = (
+    "conflated",
+    "dropped",
+    "validation_failures",
+    "invalid_envelopes",
+    "recoveries_failed",
+)
 
 
 class BroadcasterCollector(Collector):

@@ -2,12 +2,14 @@
 
 Server to client:
 
-* an event: ``{"channel": "<channel>", "data": <payload>}`` (the reference format);
-* control frames, all with a ``type``: ``pong``, ``subscribed``, ``unsubscribed``,
-  ``error`` and ``broker``.
+* an event: ``{"channel": "<channel>", "data": <payload>}`` (the reference format), with
+  ``"offset": <n>`` on a channel with history;
+* control frames, all with a ``type``: ``pong``, ``subscribed`` (with ``positions`` for
+  channels with history), ``unsubscribed``, ``error`` and ``broker``.
 
 Client to server: ``{"type": "ping"}``, and the additive extensions
-``{"type": "subscribe", "channels": [...]}`` / ``{"type": "unsubscribe", "channels": [...]}``.
+``{"type": "subscribe", "channels": [...]}`` (optionally with ``"since"`` to resume) /
+``{"type": "unsubscribe", "channels": [...]}``.
 
 Every frame is UTF-8 JSON text. See ``docs/protocol.md`` for the full description.
 """

@@ -1,0 +1,818 @@
+/**
+ * wsbridge: the client of a wsbridge WebSocket endpoint, for browsers and Node.
+ *
+ * It keeps one connection open: pings, reconnects with a delay and then backoff, acknowledges
+ * subscriptions as promises, resumes every channel with history from its last offset after a
+ * reconnect, and queues what is sent while disconnected. Type it with the declarations that
+ * `wsbridge schema --format typescript` writes: `new WsbridgeClient<EventPayloads>(...)`.
+ */
+
+import {
+  CHANNEL_ERRORS,
+  CloseCode,
+  SUBPROTOCOL,
+  TOKEN_SUBPROTOCOL_PREFIX,
+  WHOLE_REQUEST_ERRORS,
+  isPattern,
+  parseFrame,
+  tokenExpiry,
+} from "./protocol.js";
+import type { AckFrame, AckPosition, ErrorFrame, EventFrame, Position } from "./protocol.js";
+
+export { CloseCode, isPattern, parseFrame, tokenExpiry } from "./protocol.js";
+export type { AckPosition, EventFrame, ParsedFrame, Position } from "./protocol.js";
+
+/** The package's version, the same as the Python package's. */
+export const VERSION = "0.1.0-dev.0";
+
+/** The smallest WebSocket this client needs: the browser's, Node 22's global, or `ws`. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  readonly protocol: string;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+}
+
+/** A WebSocket constructor, such as `globalThis.WebSocket`. */
+export type WebSocketConstructor = new (url: string, protocols?: string[]) => WebSocketLike;
+
+/** A token, or a function that returns a fresh one (asked on each connection). */
+export type TokenSource = string | (() => string | Promise<string>);
+
+/** Options of {@link WsbridgeClient}. Times are in milliseconds. */
+export interface ClientOptions {
+  /** The endpoint, `ws://` or `wss://`. */
+  url: string;
+  /** Channels to subscribe to on connection, with acknowledgements and resume. */
+  channels?: readonly string[];
+  /** A token for `wsbridge serve --jwt-*`, or a function that returns a fresh one. */
+  token?: TokenSource;
+  /** How the token travels: the `wsbridge.token.<token>` subprotocol (default) or `?token=`. */
+  tokenTransport?: "subprotocol" | "query";
+  /** Reconnect with a fresh token this long before the current one expires. Default 30 000. */
+  tokenRefreshMargin?: number;
+  /** Time between two pings. Default 30 000 (the reference client's). */
+  pingInterval?: number;
+  /** A pong not received this long after a ping means the connection is dead. Default 10 000. */
+  pongTimeout?: number;
+  /** A connection not open after this long has failed. Default 10 000. */
+  connectTimeout?: number;
+  /** An acknowledgement not received after this long rejects its request. Default 10 000. */
+  requestTimeout?: number;
+  /** Delay before reconnecting. Default 3 000 (the reference client's). */
+  reconnectDelay?: number;
+  /** Failed attempts in a row that keep `reconnectDelay`; then the delay doubles. Default 1. */
+  backoffAfter?: number;
+  /** The largest delay between two attempts. Default 30 000. */
+  maxReconnectDelay?: number;
+  /** Fraction of a backoff delay taken off at random, so clients spread out. Default 0.5. */
+  jitter?: number;
+  /** Requests and messages kept while disconnected; more are rejected. Default 100. */
+  maxQueue?: number;
+  /** The WebSocket constructor. Default: `globalThis.WebSocket`. */
+  WebSocket?: WebSocketConstructor;
+  /** Connect in the constructor. Default true; otherwise call {@link WsbridgeClient.connect}. */
+  autoConnect?: boolean;
+}
+
+/** The connection's state. */
+export type ConnectionState = "idle" | "connecting" | "resuming" | "open" | "waiting" | "stopped";
+
+/** A channel event as delivered to listeners. */
+export interface ChannelEvent<C extends string = string, D = unknown> {
+  channel: C;
+  data: D;
+  /** The event's offset on a channel with history. */
+  offset?: number;
+}
+
+/** A channel the server refused in a subscribe request. */
+export interface RefusedChannel {
+  channel: string;
+  code: string;
+  message: string;
+}
+
+/** What a `subscribe` or `unsubscribe` request resolves to. */
+export interface SubscriptionResult {
+  /** The channels acknowledged. */
+  channels: string[];
+  /** The channels refused (`forbidden`, `subscription_refused`). */
+  refused: RefusedChannel[];
+  /** Positions of channels with history. */
+  positions: Record<string, AckPosition>;
+}
+
+/** The events of the client itself, for {@link WsbridgeClient.addListener}. */
+export interface ClientEvents {
+  /** Every change of {@link WsbridgeClient.state}. */
+  state: ConnectionState;
+  /** Connected, subscriptions resumed, queue sent. */
+  open: { resumed: string[] };
+  /** The connection closed. `reconnectIn` is undefined when the client stops. */
+  close: { code: number; reason: string; reconnectIn: number | undefined };
+  /** The client stopped for good (see `reason`); call `connect()` to try again. */
+  stopped: { reason: string; code: number | undefined };
+  /** The server's broker connection went down or came back. */
+  broker: { status: "up" | "down" };
+  /** An `error` frame from the server, or a failure of the client (token, transport). */
+  error: WsbridgeError;
+  /** A channel could not be resumed: events were missed, refetch its state. */
+  unrecovered: { channel: string; position: Position | undefined };
+  /** Every channel event, before the per-channel listeners. */
+  message: ChannelEvent;
+}
+
+/** An error from the server (its `code`) or from the client (`closed`, `queue_full`, ...). */
+export class WsbridgeError extends Error {
+  /** The protocol's error code, or the client's own: `closed`, `queue_full`, `timeout`, `token`, `refused`. */
+  readonly code: string;
+  /** The channel the error is about, when it names one. */
+  readonly channel: string | undefined;
+
+  constructor(code: string, message: string, channel?: string) {
+    super(message);
+    this.name = "WsbridgeError";
+    this.code = code;
+    this.channel = channel;
+  }
+}
+
+type Listener<T> = (value: T) => void;
+type ChannelListener = (data: unknown, event: ChannelEvent) => void;
+
+interface Request {
+  kind: "subscribe" | "unsubscribe" | "send";
+  channels: string[];
+  payload: Record<string, unknown> | undefined;
+  resolve: (value: SubscriptionResult) => void;
+  reject: (error: WsbridgeError) => void;
+  refused: RefusedChannel[];
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+const OPEN = 1;
+
+/**
+ * A connection to a wsbridge endpoint that stays open.
+ *
+ * `Events` maps channel names to payload types, such as the `EventPayloads` interface that
+ * `wsbridge schema --format typescript` generates; `on("portfolio:update", ...)` then gets
+ * a typed payload.
+ */
+export class WsbridgeClient<Events extends object = Record<string, unknown>> {
+  private readonly options: Required<
+    Omit<ClientOptions, "token" | "channels" | "WebSocket" | "autoConnect">
+  >;
+  private readonly tokenSource: TokenSource | undefined;
+  private readonly WebSocketImpl: WebSocketConstructor;
+  private socket: WebSocketLike | undefined;
+  private currentState: ConnectionState = "idle";
+  private readonly wanted = new Set<string>();
+  private readonly positions = new Map<string, Position>();
+  private readonly queue: Request[] = [];
+  private readonly inflight = new Map<string, Request>();
+  private nextId = 1;
+  private resumeId: string | undefined;
+  private failures = 0;
+  private attempt = 0;
+  private lastToken: string | undefined;
+  private retriedToken = false;
+  private timers = new Set<ReturnType<typeof setTimeout>>();
+  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private pongTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly channelListeners = new Map<string, Set<ChannelListener>>();
+  private readonly clientListeners = new Map<keyof ClientEvents, Set<Listener<never>>>();
+
+  constructor(options: ClientOptions) {
+    this.options = {
+      url: options.url,
+      tokenTransport: options.tokenTransport ?? "subprotocol",
+      tokenRefreshMargin: options.tokenRefreshMargin ?? 30_000,
+      pingInterval: options.pingInterval ?? 30_000,
+      pongTimeout: options.pongTimeout ?? 10_000,
+      connectTimeout: options.connectTimeout ?? 10_000,
+      requestTimeout: options.requestTimeout ?? 10_000,
+      reconnectDelay: options.reconnectDelay ?? 3_000,
+      backoffAfter: options.backoffAfter ?? 1,
+      maxReconnectDelay: options.maxReconnectDelay ?? 30_000,
+      jitter: Math.min(1, Math.max(0, options.jitter ?? 0.5)),
+      maxQueue: options.maxQueue ?? 100,
+    };
+    this.tokenSource = options.token;
+    const impl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (impl === undefined) {
+      throw new WsbridgeError(
+        "no_websocket",
+        "no global WebSocket: pass the WebSocket option (Node 20 needs --experimental-websocket)",
+      );
+    }
+    this.WebSocketImpl = impl;
+    for (const channel of options.channels ?? []) this.wanted.add(channel);
+    if (options.autoConnect ?? true) this.connect();
+  }
+
+  /** The connection's state: `open` once connected and resumed. */
+  get state(): ConnectionState {
+    return this.currentState;
+  }
+
+  /** The channels held (acknowledged, or asked with the `channels` option). */
+  get channels(): string[] {
+    return [...this.wanted];
+  }
+
+  /** The last position seen on each channel with history. */
+  position(channel: string): Position | undefined {
+    const p = this.positions.get(channel);
+    return p === undefined ? undefined : { ...p };
+  }
+
+  /** Open the connection (again, after `close()` or a stop). */
+  connect(): void {
+    if (this.currentState !== "idle" && this.currentState !== "stopped") return;
+    this.failures = 0;
+    void this.open();
+  }
+
+  /** Close the connection for good; pending requests are rejected with `closed`. */
+  close(): void {
+    this.stop("closed by the application", undefined);
+  }
+
+  /** Listen to a channel's events; returns a function that removes the listener. */
+  on<C extends keyof Events & string>(
+    channel: C,
+    listener: (data: Events[C], event: ChannelEvent<C, Events[C]>) => void,
+  ): () => void {
+    return this.listen(this.channelListeners, channel, listener as unknown as ChannelListener);
+  }
+
+  /** Listen to one of the client's own events ({@link ClientEvents}). */
+  addListener<K extends keyof ClientEvents>(
+    name: K,
+    listener: (value: ClientEvents[K]) => void,
+  ): () => void {
+    return this.listen(this.clientListeners, name, listener as Listener<never>);
+  }
+
+  /**
+   * Subscribe to channels and patterns. Resolves with the acknowledgement; rejects on an
+   * error frame that refused the whole request, on timeout, or when the queue is full.
+   */
+  subscribe(channels: readonly string[]): Promise<SubscriptionResult> {
+    return this.enqueue("subscribe", [...channels], undefined);
+  }
+
+  /** Unsubscribe from channels and patterns. Resolves with the acknowledgement. */
+  unsubscribe(channels: readonly string[]): Promise<SubscriptionResult> {
+    return this.enqueue("unsubscribe", [...channels], undefined);
+  }
+
+  /**
+   * Send any frame the server accepts. Resolves once written to the connection, in order
+   * with subscribe requests; queued while disconnected; rejects when the queue is full.
+   */
+  async send(frame: Record<string, unknown>): Promise<void> {
+    await this.enqueue("send", [], frame);
+  }
+
+  // ---- listeners ----
+
+  private listen<K, L>(table: Map<K, Set<L>>, key: K, listener: L): () => void {
+    let set = table.get(key);
+    if (set === undefined) {
+      set = new Set();
+      table.set(key, set);
+    }
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+    };
+  }
+
+  private emit<K extends keyof ClientEvents>(name: K, value: ClientEvents[K]): void {
+    for (const listener of [...(this.clientListeners.get(name) ?? [])]) {
+      try {
+        (listener as Listener<ClientEvents[K]>)(value);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
+  }
+
+  private setState(state: ConnectionState): void {
+    if (state === this.currentState) return;
+    this.currentState = state;
+    this.emit("state", state);
+  }
+
+  // ---- connection ----
+
+  private async open(): Promise<void> {
+    this.setState("connecting");
+    let token: string | undefined;
+    try {
+      token = await this.freshToken();
+    } catch (error) {
+      this.emit("error", new WsbridgeError("token", `the token function failed: ${String(error)}`));
+      this.scheduleReconnect(CloseCode.ABNORMAL, "no token", true);
+      return;
+    }
+    if (this.currentState !== "connecting") return; // closed meanwhile
+    this.attempt++;
+    this.lastToken = token;
+    let url = this.options.url;
+    let protocols: string[] | undefined;
+    if (token !== undefined) {
+      if (this.options.tokenTransport === "query") {
+        url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+      } else {
+        protocols = [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + token];
+      }
+    }
+    let ws: WebSocketLike;
+    try {
+      ws = protocols === undefined ? new this.WebSocketImpl(url) : new this.WebSocketImpl(url, protocols);
+    } catch (error) {
+      this.stop(`cannot open ${this.options.url}: ${String(error)}`, undefined);
+      return;
+    }
+    this.socket = ws;
+    let opened = false;
+    const connectTimer = this.later(() => {
+      if (!opened) this.dead(ws, "connection timeout");
+    }, this.options.connectTimeout);
+    ws.onopen = () => {
+      opened = true;
+      this.clear(connectTimer);
+      this.onOpen(ws, token);
+    };
+    ws.onmessage = (event) => {
+      if (this.socket === ws) this.onMessage(event.data);
+    };
+    ws.onerror = () => {
+      // Browsers follow an error with a close event, some runtimes do not before the
+      // connection opened: a failed opening is handled here, once.
+      if (!opened && this.socket === ws) {
+        this.clear(connectTimer);
+        this.onClose(CloseCode.ABNORMAL, "the connection could not be opened", false);
+      }
+    };
+    ws.onclose = (event) => {
+      this.clear(connectTimer);
+      if (this.socket === ws) this.onClose(event.code, event.reason, opened);
+    };
+  }
+
+  /**
+   * After a failed opening, ask the endpoint over plain HTTP why: a WebSocket hides the
+   * status of a refused handshake. 401, 403 and 404 are refusals that retrying does not
+   * cure; anything else (no answer, 426, 503, a cross-origin fetch the browser blocks)
+   * means "try again later".
+   */
+  private async refusal(token: string | undefined): Promise<string | undefined> {
+    const fetchImpl = (globalThis as { fetch?: typeof fetch }).fetch;
+    if (fetchImpl === undefined) return undefined;
+    const url = new URL(this.options.url);
+    url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+    if (token !== undefined) url.searchParams.set("token", token);
+    try {
+      const response = await fetchImpl(url.toString(), {
+        signal: AbortSignal.timeout(this.options.connectTimeout),
+      });
+      if (![401, 403, 404].includes(response.status)) return undefined;
+      const text = (await response.text()).slice(0, 200).trim();
+      return `handshake refused: HTTP ${response.status}${text === "" ? "" : ` (${text})`}`;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private onOpen(ws: WebSocketLike, token: string | undefined): void {
+    this.setState("resuming");
+    this.pingTimer = setInterval(() => this.ping(ws), this.options.pingInterval);
+    if (token !== undefined) this.scheduleTokenRefresh(ws, token);
+    const channels = [...this.wanted];
+    if (channels.length === 0) {
+      this.ready([]);
+      return;
+    }
+    // One request resumes every channel held; queued frames wait for its answer.
+    const id = this.id();
+    this.resumeId = id;
+    const frame: Record<string, unknown> = { type: "subscribe", channels, id };
+    const since = this.since(channels);
+    if (since !== undefined) frame["since"] = since;
+    ws.send(JSON.stringify(frame));
+    const timer = this.later(() => {
+      if (this.resumeId === id) this.dead(ws, "no acknowledgement of the resume");
+    }, this.options.requestTimeout);
+    this.inflight.set(id, {
+      kind: "subscribe",
+      channels,
+      payload: undefined,
+      refused: [],
+      timer,
+      resolve: (result) => this.ready(result.channels),
+      reject: (error) => {
+        this.emit("error", error);
+        this.ready([]);
+      },
+    });
+  }
+
+  private ready(resumed: string[]): void {
+    this.resumeId = undefined;
+    this.failures = 0;
+    this.retriedToken = false;
+    this.setState("open");
+    this.emit("open", { resumed });
+    this.flush();
+  }
+
+  private since(channels: string[]): Record<string, Position> | undefined {
+    const since: Record<string, Position> = {};
+    let any = false;
+    for (const channel of channels) {
+      const p = this.positions.get(channel);
+      if (p !== undefined) {
+        since[channel] = { ...p };
+        any = true;
+      }
+    }
+    return any ? since : undefined;
+  }
+
+  private ping(ws: WebSocketLike): void {
+    if (ws.readyState !== OPEN || this.pongTimer !== undefined) return;
+    ws.send('{"type":"ping"}');
+    this.pongTimer = setTimeout(() => {
+      this.pongTimer = undefined;
+      this.dead(ws, "ping timeout: no pong");
+    }, this.options.pongTimeout);
+  }
+
+  /** Give up on a connection that does not answer: do not wait for its closing handshake. */
+  private dead(ws: WebSocketLike, reason: string): void {
+    if (this.socket !== ws) return;
+    try {
+      ws.close(4000, reason);
+    } catch {
+      // already closing
+    }
+    this.onClose(CloseCode.ABNORMAL, reason, ws.readyState !== 0);
+  }
+
+  private onClose(code: number, reason: string, opened: boolean): void {
+    const ws = this.socket;
+    if (ws !== undefined) {
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    }
+    this.socket = undefined;
+    this.stopTimers();
+    this.requeueInflight();
+    if (this.currentState === "stopped" || this.currentState === "idle") return;
+    if (code === CloseCode.TOKEN_EXPIRED && typeof this.tokenSource !== "function") {
+      this.stop("the token expired and no token function can give a fresh one", code);
+      return;
+    }
+    if (code === CloseCode.TOKEN_EXPIRED) {
+      // Ask for a fresh token and come back at once: the events missed meanwhile are resumed.
+      this.emit("close", { code, reason, reconnectIn: 0 });
+      this.setState("waiting");
+      this.later(() => void this.open(), 0);
+      return;
+    }
+    if (!opened) {
+      void this.afterFailedOpening(code, reason);
+      return;
+    }
+    this.scheduleReconnect(code, reason, false);
+  }
+
+  private async afterFailedOpening(code: number, reason: string): Promise<void> {
+    this.setState("waiting");
+    const attempt = this.attempt;
+    const refused = await this.refusal(this.lastToken);
+    if (attempt !== this.attempt || this.currentState !== "waiting") return;
+    if (refused === undefined) {
+      this.scheduleReconnect(code, reason, true);
+    } else if (refused.includes("HTTP 401") && typeof this.tokenSource === "function" && !this.retriedToken) {
+      // Perhaps the token expired in between: one more try with a fresh one.
+      this.retriedToken = true;
+      this.emit("close", { code, reason: refused, reconnectIn: 0 });
+      this.later(() => void this.open(), 0);
+    } else {
+      this.stop(refused, code);
+    }
+  }
+
+  private scheduleReconnect(code: number, reason: string, failed: boolean): void {
+    // A connection that never opened, or that the server closed for the client's own
+    // fault, counts as a failure: the delay grows until one succeeds.
+    if (failed || code === CloseCode.POLICY_VIOLATION || code === CloseCode.MESSAGE_TOO_BIG) {
+      this.failures++;
+    }
+    const delay = this.delay();
+    this.emit("close", { code, reason, reconnectIn: delay });
+    this.setState("waiting");
+    this.later(() => void this.open(), delay);
+  }
+
+  private delay(): number {
+    const { reconnectDelay, backoffAfter, maxReconnectDelay, jitter } = this.options;
+    const over = this.failures - backoffAfter;
+    if (over <= 0) return reconnectDelay;
+    const full = Math.min(maxReconnectDelay, reconnectDelay * 2 ** Math.min(over, 30));
+    return Math.round(full * (1 - jitter * Math.random()));
+  }
+
+  private stop(reason: string, code: number | undefined): void {
+    const ws = this.socket;
+    this.socket = undefined;
+    if (ws !== undefined) {
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      try {
+        ws.close(CloseCode.NORMAL, "client closed");
+      } catch {
+        // already closing
+      }
+    }
+    this.stopTimers();
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    const closed = new WsbridgeError("closed", `the client stopped: ${reason}`);
+    for (const request of [...this.inflight.values(), ...this.queue]) {
+      clearTimeout(request.timer);
+      request.reject(closed);
+    }
+    this.inflight.clear();
+    this.queue.length = 0;
+    this.resumeId = undefined;
+    this.attempt++;
+    const was = this.currentState;
+    this.setState("stopped");
+    if (was !== "stopped") this.emit("stopped", { reason, code });
+  }
+
+  private stopTimers(): void {
+    clearInterval(this.pingTimer);
+    this.pingTimer = undefined;
+    clearTimeout(this.pongTimer);
+    this.pongTimer = undefined;
+  }
+
+  private later(fn: () => void, ms: number): ReturnType<typeof setTimeout> {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, ms);
+    this.timers.add(timer);
+    return timer;
+  }
+
+  private clear(timer: ReturnType<typeof setTimeout>): void {
+    clearTimeout(timer);
+    this.timers.delete(timer);
+  }
+
+  // ---- token ----
+
+  private async freshToken(): Promise<string | undefined> {
+    const source = this.tokenSource;
+    if (source === undefined) return undefined;
+    const token = typeof source === "string" ? source : await source();
+    if (typeof token !== "string" || token === "") {
+      throw new Error("the token function returned no token");
+    }
+    return token;
+  }
+
+  private scheduleTokenRefresh(ws: WebSocketLike, token: string): void {
+    if (typeof this.tokenSource !== "function") return;
+    const expiry = tokenExpiry(token);
+    if (expiry === undefined) return;
+    const due = Math.max(0, expiry - this.options.tokenRefreshMargin - Date.now());
+    // Timers above 2^31 ms fire at once; a token valid that long needs no early refresh.
+    if (due > 2 ** 31 - 1) return;
+    this.later(() => {
+      if (this.socket !== ws) return;
+      // No refresh message exists on the wire: reconnect with a fresh token and resume.
+      this.onClose(CloseCode.TOKEN_EXPIRED, "token refresh", true);
+      try {
+        ws.close(CloseCode.NORMAL, "token refresh");
+      } catch {
+        // already closing
+      }
+    }, due);
+  }
+
+  // ---- requests ----
+
+  private id(): string {
+    return `c${this.nextId++}`;
+  }
+
+  private enqueue(
+    kind: Request["kind"],
+    channels: string[],
+    payload: Record<string, unknown> | undefined,
+  ): Promise<SubscriptionResult> {
+    return new Promise<SubscriptionResult>((resolve, reject) => {
+      if (this.currentState === "stopped" || this.currentState === "idle") {
+        reject(new WsbridgeError("closed", "the client is not connected: call connect()"));
+        return;
+      }
+      if (kind !== "send" && channels.length === 0) {
+        reject(new WsbridgeError("invalid_field", "channels must not be empty"));
+        return;
+      }
+      const request: Request = {
+        kind,
+        channels,
+        payload,
+        resolve,
+        reject,
+        refused: [],
+        timer: undefined,
+      };
+      if (this.currentState === "open" && this.queue.length === 0) {
+        this.transmit(request);
+        return;
+      }
+      if (this.queue.length + this.inflight.size >= this.options.maxQueue) {
+        reject(
+          new WsbridgeError(
+            "queue_full",
+            `${this.options.maxQueue} requests wait for the connection already`,
+          ),
+        );
+        return;
+      }
+      this.queue.push(request);
+    });
+  }
+
+  private flush(): void {
+    while (this.currentState === "open" && this.queue.length > 0) {
+      const request = this.queue.shift();
+      if (request !== undefined) this.transmit(request);
+    }
+  }
+
+  private transmit(request: Request): void {
+    const ws = this.socket;
+    if (ws === undefined || ws.readyState !== OPEN) {
+      this.queue.unshift(request);
+      return;
+    }
+    if (request.kind === "send") {
+      ws.send(JSON.stringify(request.payload));
+      request.resolve({ channels: [], refused: [], positions: {} });
+      return;
+    }
+    const id = this.id();
+    const frame: Record<string, unknown> = { type: request.kind, channels: request.channels, id };
+    if (request.kind === "subscribe") {
+      const since = this.since(request.channels);
+      if (since !== undefined) frame["since"] = since;
+    }
+    request.refused = [];
+    request.timer = this.later(() => {
+      if (this.inflight.get(id) === request) {
+        this.inflight.delete(id);
+        request.reject(new WsbridgeError("timeout", `no acknowledgement of ${request.kind}`));
+      }
+    }, this.options.requestTimeout);
+    this.inflight.set(id, request);
+    ws.send(JSON.stringify(frame));
+  }
+
+  /** Requests sent but not acknowledged go out again, first, on the next connection. */
+  private requeueInflight(): void {
+    const again = [...this.inflight.entries()]
+      .filter(([id]) => id !== this.resumeId)
+      .map(([, request]) => request);
+    for (const request of this.inflight.values()) clearTimeout(request.timer);
+    this.inflight.clear();
+    this.resumeId = undefined;
+    this.queue.unshift(...again);
+  }
+
+  // ---- frames ----
+
+  private onMessage(data: unknown): void {
+    const parsed = parseFrame(data);
+    switch (parsed.kind) {
+      case "event":
+        this.onEvent(parsed.frame);
+        break;
+      case "pong":
+        clearTimeout(this.pongTimer);
+        this.pongTimer = undefined;
+        break;
+      case "ack":
+        this.onAck(parsed.frame);
+        break;
+      case "error":
+        this.onError(parsed.frame);
+        break;
+      case "broker":
+        this.emit("broker", { status: parsed.frame.status });
+        break;
+      case "other":
+        break;
+    }
+  }
+
+  private onEvent(frame: EventFrame): void {
+    if (frame.offset !== undefined) {
+      const p = this.positions.get(frame.channel);
+      if (p !== undefined) {
+        if (frame.offset <= p.offset) return; // seen already: a resume never repeats an event
+        p.offset = frame.offset;
+      }
+    }
+    const event: ChannelEvent = { channel: frame.channel, data: frame.data };
+    if (frame.offset !== undefined) event.offset = frame.offset;
+    this.emit("message", event);
+    for (const listener of [...(this.channelListeners.get(frame.channel) ?? [])]) {
+      try {
+        listener(frame.data, event);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
+  }
+
+  private onAck(frame: AckFrame): void {
+    const id = frame.id === undefined ? undefined : String(frame.id);
+    const request = id === undefined ? undefined : this.inflight.get(id);
+    if (id === undefined || request === undefined) return;
+    this.inflight.delete(id);
+    this.clear(request.timer as ReturnType<typeof setTimeout>);
+    const positions = frame.positions ?? {};
+    if (frame.type === "subscribed") {
+      for (const channel of frame.channels) {
+        this.wanted.add(channel);
+        this.track(channel, positions[channel]);
+      }
+      for (const refused of request.refused) this.wanted.delete(refused.channel);
+    } else {
+      for (const channel of frame.channels) {
+        this.wanted.delete(channel);
+        this.positions.delete(channel);
+      }
+    }
+    request.resolve({ channels: frame.channels, refused: request.refused, positions });
+  }
+
+  /** Record a channel's position from an acknowledgement. */
+  private track(channel: string, ack: AckPosition | undefined): void {
+    if (isPattern(channel) || ack?.epoch === undefined || ack.offset === undefined) return;
+    const known = this.positions.get(channel);
+    const fresh = { epoch: ack.epoch, offset: ack.offset };
+    if (ack.recovered === true) return; // the missed events follow and advance the offset
+    if (ack.recovered === false) {
+      this.positions.set(channel, fresh);
+      this.emit("unrecovered", { channel, position: { ...fresh } });
+      return;
+    }
+    if (known === undefined) {
+      this.positions.set(channel, fresh);
+    } else if (known.epoch !== ack.epoch) {
+      // The history was lost since this client last saw the channel.
+      this.positions.set(channel, fresh);
+      this.emit("unrecovered", { channel, position: { ...fresh } });
+    }
+    // Same epoch, held already: events in flight carry on from the known offset.
+  }
+
+  private onError(frame: ErrorFrame): void {
+    const error = new WsbridgeError(frame.code, frame.message, frame.channel);
+    const id = frame.id === undefined ? undefined : String(frame.id);
+    const request = id === undefined ? undefined : this.inflight.get(id);
+    if (id !== undefined && request !== undefined) {
+      if (CHANNEL_ERRORS.has(frame.code) && frame.channel !== undefined) {
+        request.refused.push({ channel: frame.channel, code: frame.code, message: frame.message });
+      } else if (WHOLE_REQUEST_ERRORS.has(frame.code)) {
+        this.inflight.delete(id);
+        this.clear(request.timer as ReturnType<typeof setTimeout>);
+        request.reject(error);
+      }
+    }
+    this.emit("error", error);
+  }
+}
+
+function reportListenerError(error: unknown): void {
+  // A listener's exception must not break the client: report it as browsers do.
+  const report = (globalThis as { reportError?: (error: unknown) => void }).reportError;
+  if (report !== undefined) report(error);
+  else console.error(error);
+}

@@ -174,6 +174,7 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
   private currentState: ConnectionState = "idle";
   private readonly wanted = new Set<string>();
   private readonly positions = new Map<string, Position>();
+  private readonly latestValues = new Map<string, unknown>();
   private readonly queue: Request[] = [];
   private readonly inflight = new Map<string, Request>();
   private nextId = 1;
@@ -230,6 +231,11 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
   position(channel: string): Position | undefined {
     const p = this.positions.get(channel);
     return p === undefined ? undefined : { ...p };
+  }
+
+  /** The latest payload received on `channel` (an exact channel name), or undefined. */
+  latest<C extends keyof Events & string>(channel: C): Events[C] | undefined {
+    return this.latestValues.get(channel) as Events[C] | undefined;
   }
 
   /** Open the connection (again, after `close()` or a stop). */
@@ -738,6 +744,7 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
         p.offset = frame.offset;
       }
     }
+    this.latestValues.set(frame.channel, frame.data);
     const event: ChannelEvent = { channel: frame.channel, data: frame.data };
     if (frame.offset !== undefined) event.offset = frame.offset;
     this.emit("message", event);

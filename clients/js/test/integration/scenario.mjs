@@ -1,0 +1,151 @@
+// Integration scenarios against a real `wsbridge serve` and a real redis-server, run by
+// tests/test_js_client.py. The scenario asks its driver for each action on stdout
+// ("ACTION <name> [args]") and waits for "ok" on stdin; it ends with "RESULT <json>".
+// Usage: node scenario.mjs <name> <ws url>
+import assert from "node:assert/strict";
+import { createInterface } from "node:readline";
+
+import { WsbridgeClient } from "../../dist/index.js";
+
+const [name, url] = process.argv.slice(2);
+const WAIT = Number(process.env.SCENARIO_WAIT_MS ?? 30_000);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+async function action(...words) {
+  console.log(`ACTION ${words.join(" ")}`);
+  const { value, done } = await lines.next();
+  if (done || value.trim() !== "ok") throw new Error(`the driver answered ${value} to ${words}`);
+}
+
+function within(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), WAIT);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function next(client, event, predicate = () => true) {
+  return within(
+    new Promise((resolve) => {
+      const off = client.addListener(event, (value) => {
+        if (predicate(value)) {
+          off();
+          resolve(value);
+        }
+      });
+    }),
+    `a ${event} event`,
+  );
+}
+
+/** Collects trade:executed events; `until(n)` waits for the n-th. */
+function collector(client) {
+  const seen = [];
+  const waiters = [];
+  client.on("trade:executed", (data, event) => {
+    seen.push({ id: data.id, offset: event.offset });
+    for (const w of waiters.filter((w) => seen.length >= w.n)) w.resolve();
+  });
+  return {
+    seen,
+    until: (n) =>
+      within(
+        new Promise((resolve) => {
+          if (seen.length >= n) resolve();
+          else waiters.push({ n, resolve });
+        }),
+        `${n} trades (have ${seen.length})`,
+      ),
+  };
+}
+
+function client(options = {}) {
+  return new WsbridgeClient({
+    url,
+    channels: ["trade:executed"],
+    reconnectDelay: 100,
+    maxReconnectDelay: 500,
+    ...options,
+  });
+}
+
+const scenarios = {
+  // Killed and restarted server: every trade exactly once, in order, and requests made while
+  // disconnected go out after the resume.
+  async resume() {
+    const c = client();
+    const trades = collector(c);
+    await next(c, "open");
+    await action("publish", 1, 5);
+    await trades.until(5);
+    const closed = next(c, "close");
+    await action("kill-server");
+    await closed;
+    await action("publish", 6, 10);
+    const queued = c.subscribe(["risk:alert"]);
+    const reopened = next(c, "open");
+    await action("start-server");
+    const { resumed } = await reopened;
+    const ack = await within(queued, "the queued subscribe");
+    await trades.until(10);
+    await action("publish", 11, 15);
+    await trades.until(15);
+    c.close();
+    return { seen: trades.seen, resumed, queued: ack.channels };
+  },
+
+  // The history is gone (Redis flushed) while the client was away: it is told, with the new
+  // position, and live events follow.
+  async unrecoverable() {
+    const c = client();
+    const trades = collector(c);
+    await next(c, "open");
+    await action("publish", 1, 3);
+    await trades.until(3);
+    const before = c.position("trade:executed");
+    await action("kill-server");
+    await action("flush-redis");
+    await action("publish", 4, 5);
+    const unrecovered = next(c, "unrecovered");
+    const reopened = next(c, "open");
+    await action("start-server");
+    const lost = await unrecovered;
+    await reopened;
+    await action("publish", 6, 6);
+    await trades.until(4);
+    c.close();
+    return { before, lost, seen: trades.seen };
+  },
+
+  // A server that stops answering (SIGSTOP): the missing pong closes the connection, and
+  // the client connects again once the server runs again.
+  async "ping-timeout"() {
+    const c = client({ pingInterval: 200, pongTimeout: 500, connectTimeout: 1_000 });
+    await next(c, "open");
+    const closed = next(c, "close");
+    await action("stop-server");
+    const started = Date.now();
+    const { reason } = await closed;
+    const detectedMs = Date.now() - started;
+    const reopened = next(c, "open");
+    await action("continue-server");
+    await reopened;
+    const trades = collector(c);
+    await action("publish", 1, 1);
+    await trades.until(1);
+    c.close();
+    return { reason, detectedMs };
+  },
+};
+
+const scenario = scenarios[name];
+assert.ok(scenario, `unknown scenario ${name}`);
+try {
+  const result = await scenario();
+  console.log(`RESULT ${JSON.stringify(result)}`);
+  process.exit(0);
+} catch (error) {
+  console.error(error);
+  process.exit(1);
+}

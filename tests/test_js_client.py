@@ -1,0 +1,419 @@
+"""The JavaScript client (clients/js): its unit tests, its types, its package, and its
+behaviour against a real ``wsbridge serve`` and a real redis-server.
+
+The package is installed from its lock file (``npm ci``) and built with its own ``tsc``
+once per session. Without node and npm these tests are skipped, or fail under CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import redis
+
+from tests.support.ci import npm_ci, unavailable
+from tests.support.fixtures import RedisServerFactory
+from tests.support.processes import Child, child_env, wsbridge_command
+from tests.support.redis_server import free_port, scaled
+from tests.support.samples import REFERENCE_EXAMPLES
+from wsbridge import Broadcaster, __version__, trading
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "clients" / "js"
+
+_INSTALL_TIMEOUT = 600.0
+_RUN_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Node:
+    """The node binary and the built package."""
+
+    node: str
+    npm: str
+
+    def run(
+        self, *args: str | Path, cwd: Path = PACKAGE, timeout: float = _RUN_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``node ARGS`` (with the WebSocket flag Node 20 needs); never raises on exit."""
+        return _run([self.node, *websocket_flag(self.node), *map(str, args)], cwd, timeout)
+
+    def npm_run(self, *args: str, cwd: Path = PACKAGE) -> subprocess.CompletedProcess[str]:
+        """Run ``npm ARGS``; never raises on a non-zero exit."""
+        return _run([self.npm, *args], cwd, _RUN_TIMEOUT)
+
+
+def _run(command: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, timeout=scaled(timeout), check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(command)} took more than {exc.timeout:.0f} s")
+
+
+def websocket_flag(node: str) -> list[str]:
+    """Node 20 and 21 have a global WebSocket only behind a flag."""
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    major = int(version.stdout.strip().lstrip("v").split(".")[0])
+    return ["--experimental-websocket"] if major < 22 else []
+
+
+def npm_version(python_version: str) -> str:
+    """The npm (SemVer) spelling of a PEP 440 version: 0.1.0.dev0 -> 0.1.0-dev.0."""
+    found = re.fullmatch(r"(\d+\.\d+\.\d+)(?:\.?(dev|a|b|rc)(\d+))?", python_version)
+    assert found, python_version
+    release, tag, number = found.groups()
+    return release if tag is None else f"{release}-{tag}.{number}"
+
+
+def _installed(directory: Path, name: str) -> str | None:
+    try:
+        manifest = directory / "node_modules" / name / "package.json"
+        return str(json.loads(manifest.read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def install(directory: Path, npm: str) -> None:
+    """``npm ci`` in ``directory`` unless its pinned dev dependencies are installed."""
+    pinned = json.loads((directory / "package.json").read_text(encoding="utf-8"))
+    wanted = dict(pinned.get("devDependencies", {}))
+    if any(_installed(directory, name) != version for name, version in wanted.items()):
+        npm_ci(directory, npm, scaled(_INSTALL_TIMEOUT))
+
+
+@pytest.fixture(scope="session")
+def js_client() -> Node:
+    """The package installed and built (``dist/``) once per session."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        unavailable("node and npm are needed to test the JavaScript client")
+    install(PACKAGE, npm)
+    tools = Node(node, npm)
+    built = tools.npm_run("run", "build")
+    assert built.returncode == 0, built.stdout + built.stderr
+    return tools
+
+
+# ---- the package itself ----
+
+
+def test_versions_agree_with_the_python_package() -> None:
+    manifest = json.loads((PACKAGE / "package.json").read_text(encoding="utf-8"))
+    assert manifest["version"] == npm_version(__version__)
+    source = (PACKAGE / "src" / "index.ts").read_text(encoding="utf-8")
+    assert f'export const VERSION = "{manifest["version"]}";' in source
+    lock = json.loads((PACKAGE / "package-lock.json").read_text(encoding="utf-8"))
+    assert lock["version"] == manifest["version"]
+    assert lock["packages"][""]["version"] == manifest["version"]
+
+
+def test_the_package_has_no_runtime_dependencies() -> None:
+    manifest = json.loads((PACKAGE / "package.json").read_text(encoding="utf-8"))
+    assert "dependencies" not in manifest
+    assert manifest["peerDependenciesMeta"]["react"]["optional"] is True
+
+
+def test_unit_tests_pass(js_client: Node) -> None:
+    result = js_client.run("--test", *sorted((PACKAGE / "test").glob("*.test.mjs")))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"^# fail 0$", result.stdout, re.MULTILINE), result.stdout[-2000:]
+
+
+def test_npm_pack_holds_what_the_readme_says(js_client: Node) -> None:
+    result = js_client.npm_run("pack", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    (packed,) = json.loads(result.stdout)
+    files = sorted(entry["path"] for entry in packed["files"])
+    readme = (PACKAGE / "README.md").read_text(encoding="utf-8")
+    listed = re.search(r"<!-- tarball -->\n```text\n(.*?)```", readme, re.DOTALL)
+    assert listed, "the README lists the tarball's files in a ```text block after <!-- tarball -->"
+    assert files == sorted(listed.group(1).split()), files
+    assert packed["name"] == "wsbridge"
+
+
+USAGE = """\
+import { WsbridgeClient } from "wsbridge";
+import { createHooks } from "wsbridge/react";
+import type { EventPayloads } from "./wsmessage";
+
+const client = new WsbridgeClient<EventPayloads>({ url: "ws://localhost:8000/ws" });
+client.on("portfolio:update", (data) => data.total_equity.toFixed(2));
+client.on("trade:executed", (data, event) => `${data.symbol} ${event.offset ?? 0}`);
+// @ts-expect-error: not a field of the portfolio update
+client.on("portfolio:update", (data) => data.no_such_field);
+// @ts-expect-error: not a channel of the registry
+client.on("portfolio:updates", () => undefined);
+const total: number | undefined = client.latest("portfolio:update")?.total_equity;
+
+const { useChannel, useWebSocket } = createHooks<EventPayloads>();
+export function useEquity(): number | undefined {
+  const { lastMessage } = useWebSocket();
+  if (lastMessage?.channel === "trade:executed") lastMessage.data.entry_price.toFixed(2);
+  return useChannel("portfolio:update")?.total_equity ?? total;
+}
+"""
+
+CUSTOM_USAGE = """\
+import { WsbridgeClient } from "wsbridge";
+import type { EventPayloads } from "./wsmessage";
+
+const client = new WsbridgeClient<EventPayloads>({ url: "ws://localhost:8000/ws" });
+client.on("news:headline", (data) => data.title.toUpperCase());
+// @ts-expect-error: the registry has no portfolio
+client.on("portfolio:update", () => undefined);
+"""
+
+TSCONFIG = {
+    "compilerOptions": {
+        "strict": True,
+        "noEmit": True,
+        "target": "ES2022",
+        "module": "ESNext",
+        "moduleResolution": "bundler",
+        "lib": ["ES2022", "DOM"],
+        "types": [],
+        "exactOptionalPropertyTypes": True,
+        "noUnusedLocals": False,
+    },
+    "files": ["usage.ts", "wsmessage.d.ts"],
+}
+
+
+def _typecheck(js_client: Node, directory: Path, usage: str, declarations: str) -> None:
+    (directory / "usage.ts").write_text(usage, encoding="utf-8")
+    (directory / "wsmessage.d.ts").write_text(declarations, encoding="utf-8")
+    (directory / "tsconfig.json").write_text(json.dumps(TSCONFIG), encoding="utf-8")
+    # Installed as an application installs it: through its package.json exports.
+    modules = directory / "node_modules"
+    modules.mkdir()
+    (modules / "wsbridge").symlink_to(PACKAGE)
+    (modules / "react").symlink_to(PACKAGE / "node_modules" / "react")
+    (modules / "@types").symlink_to(PACKAGE / "node_modules" / "@types")
+    tsc = PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"
+    result = js_client.run(tsc, "-p", directory / "tsconfig.json", "--pretty", "false")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_generated_declarations_type_the_client(js_client: Node, tmp_path: Path) -> None:
+    from wsbridge.export import typescript
+
+    _typecheck(js_client, tmp_path, USAGE, typescript(trading.registry))
+
+
+def test_a_wrong_field_fails_to_type_check(js_client: Node, tmp_path: Path) -> None:
+    from wsbridge.export import typescript
+
+    wrong = USAGE.replace("// @ts-expect-error: not a field of the portfolio update\n", "")
+    with pytest.raises(AssertionError, match="no_such_field"):
+        _typecheck(js_client, tmp_path, wrong, typescript(trading.registry))
+
+
+def test_a_users_own_registry_types_the_client(js_client: Node, tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    from wsbridge.export import typescript
+    from wsbridge.schema import Registry
+
+    class Headline(BaseModel):
+        title: str
+
+    registry = Registry()
+    registry.register("news:headline", Headline)
+    _typecheck(js_client, tmp_path, CUSTOM_USAGE, typescript(registry))
+
+
+# ---- against a real server ----
+
+
+class Serve:
+    """``wsbridge serve`` on a fixed port, which can be killed, restarted and frozen."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.port = free_port()
+        self.child: Child | None = None
+        self.outputs: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> None:
+        args = ["--redis", self.redis_url, "--port", str(self.port), "--log-level", "info"]
+        self.child = Child(wsbridge_command("serve", *args), env=child_env())
+        self.child.wait_for(r"^wsbridge serve: listening on ws://", timeout=30)
+
+    def kill(self) -> None:
+        assert self.child is not None
+        self.child.send_signal(signal.SIGKILL)
+        self.child.wait()
+        self.outputs.append(self.child.output())
+        self.child = None
+
+    def signal(self, sig: int) -> None:
+        assert self.child is not None
+        self.child.send_signal(sig)
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.send_signal(signal.SIGCONT)
+            self.child.stop()
+            self.outputs.append(self.child.output())
+            self.child = None
+
+
+def _trade(n: int) -> dict[str, Any]:
+    return {**REFERENCE_EXAMPLES["trade:executed"], "id": f"t{n}"}
+
+
+async def _publish(redis_url: str, first: int, last: int) -> None:
+    async with Broadcaster(redis_url, registry=trading.registry) as broadcaster:
+        for n in range(first, last + 1):
+            await broadcaster.publish("trade:executed", _trade(n))
+
+
+class Scenario:
+    """A node scenario process; answers its actions until it prints its result."""
+
+    def __init__(self, node: Node, name: str, url: str) -> None:
+        script = PACKAGE / "test" / "integration" / "scenario.mjs"
+        command = [node.node, *websocket_flag(node.node), str(script), name, url]
+        self.process = subprocess.Popen(
+            command,
+            cwd=PACKAGE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+        threading.Thread(target=self._collect, args=(self.process.stderr,), daemon=True).start()
+
+    def _read(self, pipe: IO[str] | None) -> None:
+        assert pipe is not None
+        for line in pipe:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _collect(self, pipe: IO[str] | None) -> None:
+        assert pipe is not None
+        self.stderr.extend(pipe)
+
+    def next_line(self, deadline: float) -> str:
+        try:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"the scenario printed nothing in time\n{''.join(self.stderr)}")
+        if line is None:
+            self.process.wait(scaled(10))
+            pytest.fail(
+                f"the scenario exited with {self.process.returncode}\n{''.join(self.stderr)}"
+            )
+        return line
+
+    def answer(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("ok\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(scaled(10))
+        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def redis_url(redis_server_factory: RedisServerFactory) -> str:
+    """A redis-server of this test's own: scenarios flush it."""
+    return str(redis_server_factory().url)
+
+
+@pytest.fixture
+def serve(redis_url: str) -> Iterator[Serve]:
+    server = Serve(redis_url)
+    server.start()
+    yield server
+    server.close()
+    assert not any("Traceback" in output for output in server.outputs)
+
+
+def run_scenario(node: Node, name: str, server: Serve, redis_url: str) -> dict[str, Any]:
+    """Run scenario ``name``, carrying out its actions; return its result."""
+    scenario = Scenario(node, name, server.url)
+    deadline = time.monotonic() + scaled(120)
+    actions: dict[str, Callable[[], object]] = {
+        "kill-server": server.kill,
+        "start-server": server.start,
+        "stop-server": lambda: server.signal(signal.SIGSTOP),
+        "continue-server": lambda: server.signal(signal.SIGCONT),
+        "flush-redis": lambda: redis.Redis.from_url(redis_url).flushall(),
+    }
+    try:
+        while True:
+            line = scenario.next_line(deadline)
+            if line.startswith("RESULT "):
+                assert scenario.process.wait(scaled(10)) == 0, "".join(scenario.stderr)
+                return dict(json.loads(line.removeprefix("RESULT ")))
+            words = line.split()
+            assert words[0] == "ACTION", line
+            if words[1] == "publish":
+                asyncio.run(_publish(redis_url, int(words[2]), int(words[3])))
+            else:
+                actions[words[1]]()
+            scenario.answer()
+    finally:
+        scenario.close()
+
+
+@pytest.mark.redis
+def test_resume_after_the_server_was_killed_and_restarted(
+    js_client: Node, serve: Serve, redis_url: str
+) -> None:
+    result = run_scenario(js_client, "resume", serve, redis_url)
+    ids = [event["id"] for event in result["seen"]]
+    assert ids == [f"t{n}" for n in range(1, 16)], ids  # none lost, none repeated
+    offsets = [event["offset"] for event in result["seen"]]
+    assert offsets == list(range(offsets[0], offsets[0] + 15)), offsets
+    assert result["resumed"] == ["trade:executed"]
+    assert result["queued"] == ["risk:alert"]
+
+
+@pytest.mark.redis
+def test_a_channel_that_cannot_be_recovered_is_reported(
+    js_client: Node, serve: Serve, redis_url: str
+) -> None:
+    result = run_scenario(js_client, "unrecoverable", serve, redis_url)
+    assert result["lost"]["channel"] == "trade:executed"
+    assert result["lost"]["position"]["epoch"] != result["before"]["epoch"]
+    assert result["lost"]["position"]["offset"] == 2  # the two published after the flush
+    ids = [event["id"] for event in result["seen"]]
+    assert ids == ["t1", "t2", "t3", "t6"], ids
+
+
+@pytest.mark.redis
+def test_a_server_that_stops_answering_is_detected_by_the_ping(
+    js_client: Node, serve: Serve, redis_url: str
+) -> None:
+    result = run_scenario(js_client, "ping-timeout", serve, redis_url)
+    assert "ping timeout" in result["reason"]
+    assert result["detectedMs"] < scaled(5) * 1000

@@ -417,3 +417,11 @@ def test_a_server_that_stops_answering_is_detected_by_the_ping(
     result = run_scenario(js_client, "ping-timeout", serve, redis_url)
     assert "ping timeout" in result["reason"]
     assert result["detectedMs"] < scaled(5) * 1000
+
+
+def test_the_demo_ships_the_current_build(js_client: Node) -> None:
+    static = ROOT / "src" / "wsbridge" / "demo" / "static" / "wsbridge"
+    for name in ("index.js", "protocol.js"):
+        built = (PACKAGE / "dist" / name).read_text(encoding="utf-8")
+        shipped = (static / name).read_text(encoding="utf-8")
+        assert shipped == built, f"{name} is stale: run 'npm run demo' in clients/js"

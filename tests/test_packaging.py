@@ -203,6 +203,7 @@ def test_sdist_holds_nothing_else(sdist: Path) -> None:
         "tests",
         "docs",
         "examples",
+        "clients",
     }
     prefix = f"{FILE_PREFIX}-{_version()}/"
     with tarfile.open(sdist) as archive:

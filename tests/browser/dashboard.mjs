@@ -232,6 +232,12 @@ async function eventChecks() {
     await visible(`${tid("equity-chart")} ${tid("equity-line")}`);
   });
 
+  await step("a reloaded page shows the latest portfolio at once, before any new event", async () => {
+    await page.reload();
+    await waitText(tid("connection-status"), "Live");
+    await waitText(tid("portfolio-equity"), "$126,250.50", T(5_000));
+  });
+
   await step("trade:executed adds a trade row", async () => {
     await publish("trade:executed", { id: "trade-e2e-1", symbol: "AAPL", side: "BUY", quantity: 10, entry_price: 178.42, entry_time: TS, strategy_name: "mean_reversion" });
     const row = `${tid("trade-row")}[data-trade-id="trade-e2e-1"]`;

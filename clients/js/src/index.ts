@@ -377,9 +377,9 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
 
   /**
    * After a failed opening, ask the endpoint over plain HTTP why: a WebSocket hides the
-   * status of a refused handshake. 401, 403 and 404 are refusals that retrying does not
-   * cure; anything else (no answer, 426, 503, a cross-origin fetch the browser blocks)
-   * means "try again later".
+   * status of a refused handshake. 401 and 403 are refusals that retrying does not cure;
+   * anything else (no answer, 404 or 426 from a server that only routes upgrades, 503, a
+   * cross-origin fetch the browser blocks) means "try again later".
    */
   private async refusal(token: string | undefined): Promise<string | undefined> {
     const fetchImpl = (globalThis as { fetch?: typeof fetch }).fetch;
@@ -391,7 +391,7 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
       const response = await fetchImpl(url.toString(), {
         signal: AbortSignal.timeout(this.options.connectTimeout),
       });
-      if (![401, 403, 404].includes(response.status)) return undefined;
+      if (response.status !== 401 && response.status !== 403) return undefined;
       const text = (await response.text()).slice(0, 200).trim();
       return `handshake refused: HTTP ${response.status}${text === "" ? "" : ` (${text})`}`;
     } catch {

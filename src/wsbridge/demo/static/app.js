@@ -1,16 +1,16 @@
 /*
  * wsbridge trading demo: the dashboard's client side. Plain modern JavaScript, no build step.
  *
- * The WebSocket client behaves like the reference system's useWebSocket hook: it connects to
- * ws(s)://<host>/ws, sends {"type":"ping"} every 30 s, ignores {"type":"pong"} and every other
- * control frame (a {"type":"broker"} status is shown discreetly), and reconnects 3 s after a
- * close or an error. Event frames are {"channel": "...", "data": {...}}.
+ * The connection is the wsbridge JavaScript client (clients/js in the repository), whose
+ * built module is shipped in ./wsbridge/: it connects to ws(s)://<host>/ws, pings every
+ * 30 s, reconnects 3 s after a close (then with backoff), and resumes the event channels
+ * after a reconnect, so trades and orders published meanwhile still arrive. A channel it
+ * cannot resume, and a broker that comes back, make the page reload its state.
+ * Event frames are {"channel": "...", "data": {...}}.
  */
-"use strict";
+import { WsbridgeClient } from "./wsbridge/index.js";
 
 (() => {
-  const PING_INTERVAL_MS = 30_000;
-  const RECONNECT_DELAY_MS = 3_000;
   const MAX_ROWS = 60;
   const MAX_SIGNALS = 60;
   const MAX_ALERTS = 40;
@@ -120,48 +120,23 @@
     return `${scheme}//${location.host}/ws`;
   }
 
-  let socket = null;
-  let pingTimer = null;
-  let reconnectTimer = null;
-
   function connect() {
-    reconnectTimer = null;
-    let ws;
-    try {
-      ws = new WebSocket(socketUrl());
-    } catch (err) {
-      console.warn("wsbridge demo: cannot open the WebSocket", err);
-      scheduleReconnect();
-      return;
-    }
-    socket = ws;
-    ws.addEventListener("open", () => {
-      if (socket !== ws) return;
-      setConnected(true);
-      pingTimer = setInterval(() => {
-        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "ping" }));
-      }, PING_INTERVAL_MS);
-      refreshState();
+    const client = new WsbridgeClient({
+      url: socketUrl(),
+      // Asked explicitly (they are also the server's defaults) so that the client learns
+      // their positions and resumes them after a reconnect.
+      channels: Object.keys(HANDLERS),
     });
-    ws.addEventListener("message", (event) => {
-      if (socket === ws) handleFrame(event.data);
+    client.addListener("state", (value) => setConnected(value === "open"));
+    client.addListener("open", () => refreshState());
+    client.addListener("message", (event) => handleEvent(event.channel, event.data));
+    client.addListener("broker", ({ status }) => {
+      setBroker(status !== "down");
+      if (status === "up") refreshState();
     });
-    ws.addEventListener("close", () => {
-      if (socket !== ws) return;
-      socket = null;
-      clearInterval(pingTimer);
-      pingTimer = null;
-      setConnected(false);
-      scheduleReconnect();
-    });
-    // An error is followed by a close event, which schedules the reconnect.
-    ws.addEventListener("error", () => {
-      if (ws.readyState !== WebSocket.CLOSED) ws.close();
-    });
-  }
-
-  function scheduleReconnect() {
-    if (reconnectTimer === null) reconnectTimer = setTimeout(connect, RECONNECT_DELAY_MS);
+    client.addListener("unrecovered", () => refreshState());
+    client.addListener("stopped", ({ reason }) => console.warn("wsbridge demo: stopped:", reason));
+    return client;
   }
 
   function setConnected(connected) {
@@ -196,28 +171,15 @@
     }
   }
 
-  function handleFrame(raw) {
-    let msg;
-    try {
-      msg = JSON.parse(raw);
-    } catch {
-      console.warn("wsbridge demo: ignoring a frame that is not JSON");
-      return;
-    }
-    if (!msg || typeof msg !== "object") return;
-    if (typeof msg.type === "string") {
-      // Control frames: pong is ignored like the reference hook does; broker status is shown.
-      if (msg.type === "broker") setBroker(msg.status !== "down");
-      return;
-    }
-    if (typeof msg.channel !== "string" || !msg.data || typeof msg.data !== "object") return;
-    const handler = HANDLERS[msg.channel];
+  function handleEvent(channel, data) {
+    if (!data || typeof data !== "object") return;
+    const handler = HANDLERS[channel];
     if (!handler) return;
     try {
-      handler(msg.data);
+      handler(data);
       $("last-update").textContent = `Updated ${clock(new Date())}`;
     } catch (err) {
-      console.warn(`wsbridge demo: could not show a ${msg.channel} event`, err);
+      console.warn(`wsbridge demo: could not show a ${channel} event`, err);
     }
   }
 

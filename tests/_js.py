@@ -1,4 +1,5 @@
-"""Node.js tooling for the export tests: the npm packages pinned in ``tests/js``.
+"""Node.js tooling for the tests: the npm packages pinned in ``tests/js``, the JavaScript
+client of ``clients/js`` and the React example of ``examples/react``.
 
 The session fixture :func:`js_tools` installs them once (``npm ci``, from the lock file)
 when ``tests/js/node_modules`` is missing or holds other versions, and gives the tests a
@@ -6,12 +7,17 @@ small API to run ``tsc`` and the AsyncAPI parser. Without ``node`` and ``npm``, 
 installation fails, the tests that use it are skipped, or fail when the ``CI`` environment
 variable is set, so CI never passes by skipping them.
 
-Import the fixture from ``tests/conftest.py``: ``from tests._js import js_tools``.
+The fixtures :func:`js_client` (the client installed and built, with ``npm ci`` from its
+lock file) and :func:`react_example` (the example installed and built with Vite) are
+session-scoped too.
+
+Import the fixtures from ``tests/conftest.py``: ``from tests._js import js_tools``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -23,9 +29,24 @@ import pytest
 from tests.support.ci import npm_ci, unavailable
 from tests.support.redis_server import scaled
 
-__all__ = ["JS_DIR", "JsTools", "js_tools"]
+__all__ = [
+    "CLIENT_PACKAGE",
+    "JS_DIR",
+    "REACT_EXAMPLE",
+    "JsTools",
+    "Node",
+    "js_client",
+    "js_tools",
+    "npm_version",
+    "react_example",
+    "websocket_flag",
+]
 
 JS_DIR = Path(__file__).resolve().parent / "js"
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_PACKAGE = ROOT / "clients" / "js"
+REACT_EXAMPLE = ROOT / "examples" / "react"
+PACKAGE = CLIENT_PACKAGE
 
 _INSTALL_TIMEOUT = 600.0  # seconds, before scaling: a cold npm cache downloads ~20 MB
 _RUN_TIMEOUT = 120.0
@@ -107,3 +128,83 @@ def js_tools() -> JsTools:
         if wrong:
             unavailable(f"'npm ci' did not install the pinned versions: {wrong}")
     return JsTools(node)
+
+
+@dataclass(frozen=True)
+class Node:
+    """The node binary and the built package."""
+
+    node: str
+    npm: str
+
+    def run(
+        self, *args: str | Path, cwd: Path = PACKAGE, timeout: float = _RUN_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``node ARGS`` (with the WebSocket flag Node 20 needs); never raises on exit."""
+        return _run([self.node, *websocket_flag(self.node), *map(str, args)], cwd, timeout)
+
+    def npm_run(self, *args: str, cwd: Path = PACKAGE) -> subprocess.CompletedProcess[str]:
+        """Run ``npm ARGS``; never raises on a non-zero exit."""
+        return _run([self.npm, *args], cwd, _RUN_TIMEOUT)
+
+
+def _run(command: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, timeout=scaled(timeout), check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(command)} took more than {exc.timeout:.0f} s")
+
+
+def websocket_flag(node: str) -> list[str]:
+    """Node 20 and 21 have a global WebSocket only behind a flag."""
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    major = int(version.stdout.strip().lstrip("v").split(".")[0])
+    return ["--experimental-websocket"] if major < 22 else []
+
+
+def npm_version(python_version: str) -> str:
+    """The npm (SemVer) spelling of a PEP 440 version: 0.1.0.dev0 -> 0.1.0-dev.0."""
+    found = re.fullmatch(r"(\d+\.\d+\.\d+)(?:\.?(dev|a|b|rc)(\d+))?", python_version)
+    assert found, python_version
+    release, tag, number = found.groups()
+    return release if tag is None else f"{release}-{tag}.{number}"
+
+
+def _installed_in(directory: Path, name: str) -> str | None:
+    try:
+        manifest = directory / "node_modules" / name / "package.json"
+        return str(json.loads(manifest.read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def install(directory: Path, npm: str) -> None:
+    """``npm ci`` in ``directory`` unless its pinned dev dependencies are installed."""
+    pinned = json.loads((directory / "package.json").read_text(encoding="utf-8"))
+    wanted = dict(pinned.get("devDependencies", {}))
+    if any(_installed_in(directory, name) != version for name, version in wanted.items()):
+        npm_ci(directory, npm, scaled(_INSTALL_TIMEOUT))
+
+
+@pytest.fixture(scope="session")
+def js_client() -> Node:
+    """The package installed and built (``dist/``) once per session."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        unavailable("node and npm are needed to test the JavaScript client")
+    install(PACKAGE, npm)
+    tools = Node(node, npm)
+    built = tools.npm_run("run", "build")
+    assert built.returncode == 0, built.stdout + built.stderr
+    return tools
+
+
+@pytest.fixture(scope="session")
+def react_example(js_client: Node) -> Path:
+    """examples/react installed (with the built package) and built (``npm run build``)."""
+    install(REACT_EXAMPLE, js_client.npm)
+    built = _run([js_client.npm, "run", "build"], REACT_EXAMPLE, _INSTALL_TIMEOUT)
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    return REACT_EXAMPLE

@@ -11,102 +11,27 @@ import asyncio
 import json
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 import redis
 
-from tests.support.ci import npm_ci, unavailable
+from tests._js import CLIENT_PACKAGE as PACKAGE
+from tests._js import Node, npm_version, websocket_flag
 from tests.support.fixtures import RedisServerFactory
 from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.redis_server import free_port, scaled
 from tests.support.samples import REFERENCE_EXAMPLES
+from tests.test_demo_browser import browser_tools  # noqa: F401  (a fixture)
 from wsbridge import Broadcaster, __version__, trading
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "clients" / "js"
-
-_INSTALL_TIMEOUT = 600.0
-_RUN_TIMEOUT = 120.0
-
-
-@dataclass(frozen=True)
-class Node:
-    """The node binary and the built package."""
-
-    node: str
-    npm: str
-
-    def run(
-        self, *args: str | Path, cwd: Path = PACKAGE, timeout: float = _RUN_TIMEOUT
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``node ARGS`` (with the WebSocket flag Node 20 needs); never raises on exit."""
-        return _run([self.node, *websocket_flag(self.node), *map(str, args)], cwd, timeout)
-
-    def npm_run(self, *args: str, cwd: Path = PACKAGE) -> subprocess.CompletedProcess[str]:
-        """Run ``npm ARGS``; never raises on a non-zero exit."""
-        return _run([self.npm, *args], cwd, _RUN_TIMEOUT)
-
-
-def _run(command: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            command, cwd=cwd, capture_output=True, text=True, timeout=scaled(timeout), check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(command)} took more than {exc.timeout:.0f} s")
-
-
-def websocket_flag(node: str) -> list[str]:
-    """Node 20 and 21 have a global WebSocket only behind a flag."""
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
-    major = int(version.stdout.strip().lstrip("v").split(".")[0])
-    return ["--experimental-websocket"] if major < 22 else []
-
-
-def npm_version(python_version: str) -> str:
-    """The npm (SemVer) spelling of a PEP 440 version: 0.1.0.dev0 -> 0.1.0-dev.0."""
-    found = re.fullmatch(r"(\d+\.\d+\.\d+)(?:\.?(dev|a|b|rc)(\d+))?", python_version)
-    assert found, python_version
-    release, tag, number = found.groups()
-    return release if tag is None else f"{release}-{tag}.{number}"
-
-
-def _installed(directory: Path, name: str) -> str | None:
-    try:
-        manifest = directory / "node_modules" / name / "package.json"
-        return str(json.loads(manifest.read_text(encoding="utf-8"))["version"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def install(directory: Path, npm: str) -> None:
-    """``npm ci`` in ``directory`` unless its pinned dev dependencies are installed."""
-    pinned = json.loads((directory / "package.json").read_text(encoding="utf-8"))
-    wanted = dict(pinned.get("devDependencies", {}))
-    if any(_installed(directory, name) != version for name, version in wanted.items()):
-        npm_ci(directory, npm, scaled(_INSTALL_TIMEOUT))
-
-
-@pytest.fixture(scope="session")
-def js_client() -> Node:
-    """The package installed and built (``dist/``) once per session."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        unavailable("node and npm are needed to test the JavaScript client")
-    install(PACKAGE, npm)
-    tools = Node(node, npm)
-    built = tools.npm_run("run", "build")
-    assert built.returncode == 0, built.stdout + built.stderr
-    return tools
 
 
 # ---- the package itself ----
@@ -293,9 +218,20 @@ class Scenario:
     def __init__(self, node: Node, name: str, url: str) -> None:
         script = PACKAGE / "test" / "integration" / "scenario.mjs"
         command = [node.node, *websocket_flag(node.node), str(script), name, url]
+        self._launch(command, PACKAGE, None)
+
+    @classmethod
+    def start(cls, command: list[str], *, cwd: Path, env: dict[str, str]) -> Scenario:
+        """Any script that speaks the same ACTION / RESULT lines."""
+        scenario = cls.__new__(cls)
+        scenario._launch(command, cwd, env)
+        return scenario
+
+    def _launch(self, command: list[str], cwd: Path, env: dict[str, str] | None) -> None:
         self.process = subprocess.Popen(
             command,
-            cwd=PACKAGE,
+            cwd=cwd,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -357,30 +293,36 @@ def serve(redis_url: str) -> Iterator[Serve]:
     assert not any("Traceback" in output for output in server.outputs)
 
 
+Actions = dict[str, Callable[..., object]]
+
+
+def drive(scenario: Scenario, actions: Actions) -> str:
+    """Carry out the script's actions until it prints its result; return that result."""
+    deadline = time.monotonic() + scaled(120)
+    while True:
+        line = scenario.next_line(deadline)
+        if line.startswith("RESULT "):
+            assert scenario.process.wait(scaled(10)) == 0, "".join(scenario.stderr)
+            return line.removeprefix("RESULT ")
+        words = line.split()
+        assert words[0] == "ACTION", line
+        actions[words[1]](*words[2:])
+        scenario.answer()
+
+
 def run_scenario(node: Node, name: str, server: Serve, redis_url: str) -> dict[str, Any]:
     """Run scenario ``name``, carrying out its actions; return its result."""
-    scenario = Scenario(node, name, server.url)
-    deadline = time.monotonic() + scaled(120)
-    actions: dict[str, Callable[[], object]] = {
+    actions: Actions = {
+        "publish": lambda first, last: asyncio.run(_publish(redis_url, int(first), int(last))),
         "kill-server": server.kill,
         "start-server": server.start,
         "stop-server": lambda: server.signal(signal.SIGSTOP),
         "continue-server": lambda: server.signal(signal.SIGCONT),
         "flush-redis": lambda: redis.Redis.from_url(redis_url).flushall(),
     }
+    scenario = Scenario(node, name, server.url)
     try:
-        while True:
-            line = scenario.next_line(deadline)
-            if line.startswith("RESULT "):
-                assert scenario.process.wait(scaled(10)) == 0, "".join(scenario.stderr)
-                return dict(json.loads(line.removeprefix("RESULT ")))
-            words = line.split()
-            assert words[0] == "ACTION", line
-            if words[1] == "publish":
-                asyncio.run(_publish(redis_url, int(words[2]), int(words[3])))
-            else:
-                actions[words[1]]()
-            scenario.answer()
+        return dict(json.loads(drive(scenario, actions)))
     finally:
         scenario.close()
 
@@ -425,3 +367,48 @@ def test_the_demo_ships_the_current_build(js_client: Node) -> None:
         built = (PACKAGE / "dist" / name).read_text(encoding="utf-8")
         shipped = (static / name).read_text(encoding="utf-8")
         assert shipped == built, f"{name} is stale: run 'npm run demo' in clients/js"
+
+
+# ---- the React example ----
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_react_example_in_chromium(
+    react_example: Path,
+    browser_tools: tuple[str, str],  # noqa: F811  (the fixture imported above)
+    serve: Serve,
+    redis_url: str,
+) -> None:
+    node, chromium = browser_tools
+    assert (react_example / "dist" / "index.html").is_file()
+    port = free_port()
+    vite = react_example / "node_modules" / "vite" / "bin" / "vite.js"
+    preview = Child(
+        [node, str(vite), "preview", "--host", "127.0.0.1", "--port", str(port), "--strictPort"],
+        cwd=react_example,
+        env=child_env(WSBRIDGE_URL=f"ws://127.0.0.1:{serve.port}"),
+    )
+    with preview:
+        preview.wait_for(rf"127\.0\.0\.1:{port}", stream="stdout", timeout=60)
+        script = ROOT / "tests" / "browser" / "react_example.mjs"
+        browser = Scenario.start(
+            [node, str(script)],
+            cwd=script.parent,
+            env=child_env(PAGE_URL=f"http://127.0.0.1:{port}/", CHROMIUM_PATH=chromium),
+        )
+        portfolio = REFERENCE_EXAMPLES["portfolio:update"]
+
+        async def publish(channel: str, data: Any) -> None:
+            async with Broadcaster(redis_url, registry=trading.registry) as broadcaster:
+                await broadcaster.publish(channel, data)
+
+        actions: Actions = {
+            "publish-portfolio": lambda: asyncio.run(publish("portfolio:update", portfolio)),
+            "publish-trade": lambda: asyncio.run(publish("trade:executed", _trade(1))),
+        }
+        try:
+            result = drive(browser, actions)
+        finally:
+            browser.close()
+    assert result == "ok"

@@ -2,8 +2,8 @@
  * React hooks over {@link WsbridgeClient}: the reference dashboard's `useWebSocket` shape
  * (`lastMessage`, `connected`) and `useChannel`, the latest value of one channel.
  *
- * Share one client between components with `<WsbridgeProvider client={client}>`; without a
- * provider, `useWebSocket()` opens its own connection to `/ws` on the page's host.
+ * Without a provider, the hooks of a page share one connection per url (by default `/ws` on
+ * the page's host); `<WsbridgeProvider client={client}>` gives them a client of your own.
  */
 
 import { createContext, createElement, useContext, useEffect, useState } from "react";
@@ -56,25 +56,46 @@ export function defaultUrl(): string {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 }
 
+// Hooks without a provider or a client share one client per url, closed with its last user.
+const shared = new Map<string, { client: WsbridgeClient<object>; users: number }>();
+
+function acquire(url: string, options: Partial<ClientOptions>): WsbridgeClient<object> {
+  let entry = shared.get(url);
+  if (entry === undefined) {
+    entry = { client: new WsbridgeClient<object>({ ...options, url }), users: 0 };
+    shared.set(url, entry);
+  }
+  entry.users++;
+  return entry.client;
+}
+
+function release(url: string): void {
+  const entry = shared.get(url);
+  if (entry === undefined || --entry.users > 0) return;
+  shared.delete(url);
+  entry.client.close();
+}
+
 /**
- * The client of the nearest provider, or of `options.client`, or a client of its own
- * (created on mount from `options`, closed on unmount; a new `url` makes a new one).
+ * The client of `options.client`, or of the nearest provider, or else the client shared by
+ * every hook of the page with the same url (made with the first user's options on mount,
+ * closed when its last user unmounts).
  */
 export function useWsbridgeClient<Events extends object = Record<string, unknown>>(
   options: UseWebSocketOptions<Events> = {},
 ): WsbridgeClient<Events> | null {
-  const shared = useContext(ClientContext) as WsbridgeClient<Events> | null;
-  const given = options.client ?? shared;
+  const context = useContext(ClientContext) as WsbridgeClient<Events> | null;
+  const given = options.client ?? context;
   const [own, setOwn] = useState<WsbridgeClient<Events> | null>(null);
   const url = options.url;
   useEffect(() => {
     if (given !== null) return undefined;
     const { client: _ignored, ...rest } = options;
-    const client = new WsbridgeClient<Events>({ ...rest, url: url ?? defaultUrl() });
-    setOwn(client);
+    const key = url ?? defaultUrl();
+    setOwn(acquire(key, rest) as WsbridgeClient<Events>);
     return () => {
-      client.close();
       setOwn(null);
+      release(key);
     };
     // The options are read when the client is made; only the url and the given client renew it.
     // eslint-disable-next-line react-hooks/exhaustive-deps

@@ -148,7 +148,10 @@ def test_tutorial_page_and_publish_route(client_class: Any) -> None:
     _need("fastapi")
     module = _load("tutorial/app.py")
     with client_class(module.app) as http, http.websocket_connect("/ws") as ws:
-        assert "new WebSocket" in http.get("/").text
+        assert "new WsbridgeClient" in http.get("/").text
+        client = http.get("/wsbridge/index.js")
+        assert client.status_code == 200
+        assert "export class WsbridgeClient" in client.text
         ws.send_json({"type": "ping"})
         assert ws.receive_json() == {"type": "pong"}
         bad = {"symbol": "AAPL", "direction": "BUY", "strength": 1.8, "strategy_name": "test"}

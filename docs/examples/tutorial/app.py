@@ -5,7 +5,9 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
+import wsbridge
 from wsbridge import Broadcaster, Endpoint, EventValidationError
 from wsbridge.fastapi import create_router
 from wsbridge.trading import registry
@@ -20,6 +22,10 @@ endpoint = Endpoint(broadcaster, allow=["news:*"])
 app.include_router(create_router(endpoint, path="/ws"))
 
 PAGE = Path(__file__).with_name("index.html")
+# The JavaScript client's build, shipped inside the Python package (its demo uses it), so
+# the page needs no build step. With a bundler, `npm install wsbridge` instead.
+CLIENT = Path(wsbridge.__file__).parent / "demo" / "static" / "wsbridge"
+app.mount("/wsbridge", StaticFiles(directory=CLIENT), name="wsbridge-client")
 
 
 @app.get("/", response_class=HTMLResponse)

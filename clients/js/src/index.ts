@@ -704,7 +704,9 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
     const again = [...this.inflight.entries()]
       .filter(([id]) => id !== this.resumeId)
       .map(([, request]) => request);
-    for (const request of this.inflight.values()) clearTimeout(request.timer);
+    for (const request of this.inflight.values()) {
+      if (request.timer !== undefined) this.clear(request.timer);
+    }
     this.inflight.clear();
     this.resumeId = undefined;
     this.queue.unshift(...again);
@@ -762,7 +764,7 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
     const request = id === undefined ? undefined : this.inflight.get(id);
     if (id === undefined || request === undefined) return;
     this.inflight.delete(id);
-    this.clear(request.timer as ReturnType<typeof setTimeout>);
+    if (request.timer !== undefined) this.clear(request.timer);
     const positions = frame.positions ?? {};
     if (frame.type === "subscribed") {
       for (const channel of frame.channels) {
@@ -809,7 +811,7 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
         request.refused.push({ channel: frame.channel, code: frame.code, message: frame.message });
       } else if (WHOLE_REQUEST_ERRORS.has(frame.code)) {
         this.inflight.delete(id);
-        this.clear(request.timer as ReturnType<typeof setTimeout>);
+        if (request.timer !== undefined) this.clear(request.timer);
         request.reject(error);
       }
     }

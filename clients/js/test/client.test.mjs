@@ -380,3 +380,38 @@ test("a listener that throws does not stop the others", async () => {
     globalThis.reportError = original;
   }
 });
+
+test("4008 (slow consumer): reconnect after the delay and resume", async () => {
+  const client = newClient({ channels: ["trade:executed"] });
+  const first = await socketNumber(0);
+  await openWithResume(first, { "trade:executed": { epoch: "e1", offset: 2 } });
+  const closed = nextEvent(client, "close");
+  first.drop(CloseCode.SLOW_CONSUMER, "slow consumer: outbound buffer full");
+  assert.deepEqual(await closed, {
+    code: 4008,
+    reason: "slow consumer: outbound buffer full",
+    reconnectIn: 5,
+  });
+  const second = await socketNumber(1);
+  second.accept();
+  assert.deepEqual(second.sent[0].since, { "trade:executed": { epoch: "e1", offset: 2 } });
+  client.close();
+});
+
+test("1008 (the client sent too much) backs off like a failure", async () => {
+  const client = newClient({ reconnectDelay: 4, backoffAfter: 0 });
+  const first = await socketNumber(0);
+  first.accept();
+  const closed = nextEvent(client, "close");
+  first.drop(CloseCode.POLICY_VIOLATION, "too many messages");
+  assert.equal((await closed).reconnectIn, 8);
+  client.close();
+});
+
+test("a request without an acknowledgement is rejected after requestTimeout", async () => {
+  const client = newClient({ requestTimeout: 20 });
+  const ws = await socketNumber(0);
+  ws.accept();
+  await assert.rejects(client.subscribe(["a"]), { code: "timeout" });
+  client.close();
+});

@@ -548,8 +548,10 @@ export class WsbridgeClient {
         const again = [...this.inflight.entries()]
             .filter(([id]) => id !== this.resumeId)
             .map(([, request]) => request);
-        for (const request of this.inflight.values())
-            clearTimeout(request.timer);
+        for (const request of this.inflight.values()) {
+            if (request.timer !== undefined)
+                this.clear(request.timer);
+        }
         this.inflight.clear();
         this.resumeId = undefined;
         this.queue.unshift(...again);
@@ -607,7 +609,8 @@ export class WsbridgeClient {
         if (id === undefined || request === undefined)
             return;
         this.inflight.delete(id);
-        this.clear(request.timer);
+        if (request.timer !== undefined)
+            this.clear(request.timer);
         const positions = frame.positions ?? {};
         if (frame.type === "subscribed") {
             for (const channel of frame.channels) {
@@ -658,7 +661,8 @@ export class WsbridgeClient {
             }
             else if (WHOLE_REQUEST_ERRORS.has(frame.code)) {
                 this.inflight.delete(id);
-                this.clear(request.timer);
+                if (request.timer !== undefined)
+                    this.clear(request.timer);
                 request.reject(error);
             }
         }

@@ -168,8 +168,10 @@ def test_a_users_own_registry_types_the_client(js_client: Node, tmp_path: Path) 
 class Serve:
     """``wsbridge serve`` on a fixed port, which can be killed, restarted and frozen."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *args: str, **env: str) -> None:
         self.redis_url = redis_url
+        self.args = args
+        self.env = env
         self.port = free_port()
         self.child: Child | None = None
         self.outputs: list[str] = []
@@ -180,7 +182,7 @@ class Serve:
 
     def start(self) -> None:
         args = ["--redis", self.redis_url, "--port", str(self.port), "--log-level", "info"]
-        self.child = Child(wsbridge_command("serve", *args), env=child_env())
+        self.child = Child(wsbridge_command("serve", *args, *self.args), env=child_env(**self.env))
         self.child.wait_for(r"^wsbridge serve: listening on ws://", timeout=30)
 
     def kill(self) -> None:
@@ -264,9 +266,9 @@ class Scenario:
             )
         return line
 
-    def answer(self) -> None:
+    def answer(self, value: str = "") -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write("ok\n")
+        self.process.stdin.write(f"ok {value}\n" if value else "ok\n")
         self.process.stdin.flush()
 
     def close(self) -> None:
@@ -306,13 +308,16 @@ def drive(scenario: Scenario, actions: Actions) -> str:
             return line.removeprefix("RESULT ")
         words = line.split()
         assert words[0] == "ACTION", line
-        actions[words[1]](*words[2:])
-        scenario.answer()
+        answer = actions[words[1]](*words[2:])
+        scenario.answer(answer if isinstance(answer, str) else "")
 
 
-def run_scenario(node: Node, name: str, server: Serve, redis_url: str) -> dict[str, Any]:
+def run_scenario(
+    node: Node, name: str, server: Serve, redis_url: str, **more: Callable[..., object]
+) -> dict[str, Any]:
     """Run scenario ``name``, carrying out its actions; return its result."""
     actions: Actions = {
+        **more,
         "publish": lambda first, last: asyncio.run(_publish(redis_url, int(first), int(last))),
         "kill-server": server.kill,
         "start-server": server.start,
@@ -412,3 +417,37 @@ def test_react_example_in_chromium(
         finally:
             browser.close()
     assert result == "ok"
+
+
+JWT_SECRET = "a-test-secret-of-at-least-32-bytes!!"
+
+
+@pytest.fixture
+def serve_with_tokens(redis_url: str) -> Iterator[Serve]:
+    server = Serve(redis_url, "--jwt-leeway", "0", WSBRIDGE_JWT_SECRET=JWT_SECRET)
+    server.start()
+    yield server
+    server.close()
+    assert not any("Traceback" in output for output in server.outputs)
+
+
+def _short_token() -> str:
+    import jwt
+
+    return str(jwt.encode({"exp": int(time.time()) + 3, "sub": "js"}, JWT_SECRET, "HS256"))
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("scenario", ["token-refresh", "token-expired"])
+def test_a_fresh_token_before_or_at_expiry_loses_nothing(
+    js_client: Node, serve_with_tokens: Serve, redis_url: str, scenario: str
+) -> None:
+    result = run_scenario(js_client, scenario, serve_with_tokens, redis_url, token=_short_token)
+    assert [event["id"] for event in result["seen"]] == ["t1", "t2", "t3", "t4"]
+    assert result["asked"] >= 2  # one token per connection
+    first = result["closes"][0]
+    if scenario == "token-refresh":
+        # The client came back with a fresh token before the server closed the connection.
+        assert first == {"code": 4001, "reason": "token refresh"}
+    else:
+        assert first == {"code": 4001, "reason": "token expired"}

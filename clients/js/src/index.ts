@@ -53,7 +53,10 @@ export interface ClientOptions {
   token?: TokenSource;
   /** How the token travels: the `wsbridge.token.<token>` subprotocol (default) or `?token=`. */
   tokenTransport?: "subprotocol" | "query";
-  /** Reconnect with a fresh token this long before the current one expires. Default 30 000. */
+  /**
+   * With a token function, reconnect with a fresh token this long before the current one's
+   * `exp`. Default 30 000; a negative value waits for the server's 4001 close instead.
+   */
   tokenRefreshMargin?: number;
   /** Time between two pings. Default 30 000 (the reference client's). */
   pingInterval?: number;
@@ -600,7 +603,7 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
   }
 
   private scheduleTokenRefresh(ws: WebSocketLike, token: string): void {
-    if (typeof this.tokenSource !== "function") return;
+    if (typeof this.tokenSource !== "function" || this.options.tokenRefreshMargin < 0) return;
     const expiry = tokenExpiry(token);
     if (expiry === undefined) return;
     const due = Math.max(0, expiry - this.options.tokenRefreshMargin - Date.now());

@@ -11,10 +11,15 @@ const [name, url] = process.argv.slice(2);
 const WAIT = Number(process.env.SCENARIO_WAIT_MS ?? 30_000);
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
+/** Ask the driver to act; resolves with what it answers after "ok". */
 async function action(...words) {
   console.log(`ACTION ${words.join(" ")}`);
   const { value, done } = await lines.next();
-  if (done || value.trim() !== "ok") throw new Error(`the driver answered ${value} to ${words}`);
+  const answer = done ? undefined : value.trim();
+  if (answer === undefined || !(answer === "ok" || answer.startsWith("ok "))) {
+    throw new Error(`the driver answered ${value} to ${words}`);
+  }
+  return answer.slice(3);
 }
 
 function within(promise, what) {
@@ -138,6 +143,38 @@ const scenarios = {
     return { reason, detectedMs };
   },
 };
+
+/**
+ * A token that expires soon, then fresh ones from the token function: the client comes
+ * back with a new token (before the expiry, or after the server's 4001) and resumes.
+ */
+async function tokens(tokenRefreshMargin) {
+  let asked = 0;
+  const token = async () => {
+    asked++;
+    return action("token");
+  };
+  const c = client({ token, tokenRefreshMargin });
+  const trades = collector(c);
+  const closes = [];
+  c.addListener("close", ({ code, reason }) => closes.push({ code, reason }));
+  await next(c, "open");
+  await action("publish", 1, 2);
+  await trades.until(2);
+  const reopened = next(c, "open");
+  await within(
+    new Promise((resolve) => c.addListener("close", resolve)),
+    "the close at the token's expiry",
+  );
+  await reopened;
+  await action("publish", 3, 4);
+  await trades.until(4);
+  c.close();
+  return { asked, closes, seen: trades.seen };
+}
+
+scenarios["token-refresh"] = () => tokens(1_500);
+scenarios["token-expired"] = () => tokens(-1);
 
 const scenario = scenarios[name];
 assert.ok(scenario, `unknown scenario ${name}`);

@@ -452,7 +452,7 @@ export class WsbridgeClient {
         return token;
     }
     scheduleTokenRefresh(ws, token) {
-        if (typeof this.tokenSource !== "function")
+        if (typeof this.tokenSource !== "function" || this.options.tokenRefreshMargin < 0)
             return;
         const expiry = tokenExpiry(token);
         if (expiry === undefined)

@@ -451,3 +451,11 @@ def test_a_fresh_token_before_or_at_expiry_loses_nothing(
         assert first == {"code": 4001, "reason": "token refresh"}
     else:
         assert first == {"code": 4001, "reason": "token expired"}
+
+
+@pytest.mark.redis
+def test_a_refused_handshake_stops_the_client_with_the_reason(
+    js_client: Node, serve_with_tokens: Serve, redis_url: str
+) -> None:
+    result = run_scenario(js_client, "refused", serve_with_tokens, redis_url)
+    assert result == {"reason": "handshake refused: HTTP 401 (malformed token)", "state": "stopped"}

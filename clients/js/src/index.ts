@@ -159,6 +159,8 @@ interface Request {
 }
 
 const OPEN = 1;
+/** Failed openings in a row, each explained by a 401 or 403, after which the client stops. */
+const REFUSALS_BEFORE_STOP = 3;
 
 /**
  * A connection to a wsbridge endpoint that stays open.
@@ -185,7 +187,7 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
   private failures = 0;
   private attempt = 0;
   private lastToken: string | undefined;
-  private retriedToken = false;
+  private refusals = 0;
   private timers = new Set<ReturnType<typeof setTimeout>>();
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private pongTimer: ReturnType<typeof setTimeout> | undefined;
@@ -438,7 +440,7 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
   private ready(resumed: string[]): void {
     this.resumeId = undefined;
     this.failures = 0;
-    this.retriedToken = false;
+    this.refusals = 0;
     this.setState("open");
     this.emit("open", { resumed });
     this.flush();
@@ -510,12 +512,12 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
     const refused = await this.refusal(this.lastToken);
     if (attempt !== this.attempt || this.currentState !== "waiting") return;
     if (refused === undefined) {
+      this.refusals = 0;
       this.scheduleReconnect(code, reason, true);
-    } else if (refused.includes("HTTP 401") && typeof this.tokenSource === "function" && !this.retriedToken) {
-      // Perhaps the token expired in between: one more try with a fresh one.
-      this.retriedToken = true;
-      this.emit("close", { code, reason: refused, reconnectIn: 0 });
-      this.later(() => void this.open(), 0);
+    } else if (++this.refusals < REFUSALS_BEFORE_STOP) {
+      // A refusal can be passing (a token that expired in between, a probe answered
+      // differently from the handshake): try again, with a fresh token if there is a function.
+      this.scheduleReconnect(code, refused, true);
     } else {
       this.stop(refused, code);
     }

@@ -309,8 +309,12 @@ test("a refused handshake stops the client with the server's reason", async () =
   try {
     const client = newClient();
     const stopped = nextEvent(client, "stopped");
-    (await socketNumber(0)).fail();
+    const closes = [];
+    client.addListener("close", (e) => closes.push(e.reason));
+    for (let n = 0; n < 3; n++) (await socketNumber(n)).fail();
     assert.equal((await stopped).reason, "handshake refused: HTTP 403 (origin not allowed)");
+    assert.equal(closes.length, 2, "two more attempts before giving up");
+    assert.equal(ScriptedSocket.all.length, 3);
   } finally {
     delete globalThis.fetch;
   }

@@ -173,6 +173,13 @@ async function tokens(tokenRefreshMargin) {
   return { asked, closes, seen: trades.seen };
 }
 
+// A handshake the server refuses: the client stops and says why.
+scenarios.refused = async () => {
+  const c = client({ token: "not-a-token" });
+  const { reason } = await next(c, "stopped");
+  return { reason, state: c.state };
+};
+
 scenarios["token-refresh"] = () => tokens(1_500);
 scenarios["token-expired"] = () => tokens(-1);
 

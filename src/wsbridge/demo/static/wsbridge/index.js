@@ -24,6 +24,8 @@ export class WsbridgeError extends Error {
     }
 }
 const OPEN = 1;
+/** Failed openings in a row, each explained by a 401 or 403, after which the client stops. */
+const REFUSALS_BEFORE_STOP = 3;
 /**
  * A connection to a wsbridge endpoint that stays open.
  *
@@ -47,7 +49,7 @@ export class WsbridgeClient {
     failures = 0;
     attempt = 0;
     lastToken;
-    retriedToken = false;
+    refusals = 0;
     timers = new Set();
     pingTimer;
     pongTimer;
@@ -289,7 +291,7 @@ export class WsbridgeClient {
     ready(resumed) {
         this.resumeId = undefined;
         this.failures = 0;
-        this.retriedToken = false;
+        this.refusals = 0;
         this.setState("open");
         this.emit("open", { resumed });
         this.flush();
@@ -361,13 +363,13 @@ export class WsbridgeClient {
         if (attempt !== this.attempt || this.currentState !== "waiting")
             return;
         if (refused === undefined) {
+            this.refusals = 0;
             this.scheduleReconnect(code, reason, true);
         }
-        else if (refused.includes("HTTP 401") && typeof this.tokenSource === "function" && !this.retriedToken) {
-            // Perhaps the token expired in between: one more try with a fresh one.
-            this.retriedToken = true;
-            this.emit("close", { code, reason: refused, reconnectIn: 0 });
-            this.later(() => void this.open(), 0);
+        else if (++this.refusals < REFUSALS_BEFORE_STOP) {
+            // A refusal can be passing (a token that expired in between, a probe answered
+            // differently from the handshake): try again, with a fresh token if there is a function.
+            this.scheduleReconnect(code, refused, true);
         }
         else {
             this.stop(refused, code);

@@ -419,3 +419,20 @@ test("a request without an acknowledgement is rejected after requestTimeout", as
   await assert.rejects(client.subscribe(["a"]), { code: "timeout" });
   client.close();
 });
+
+test("the probe asks https:// for wss://, with the token; a 404 is retried", async () => {
+  let asked;
+  globalThis.fetch = async (url) => {
+    asked = url;
+    return new Response("", { status: 404 });
+  };
+  try {
+    const client = newClient({ url: "wss://bridge.test/ws?x=1", token: "t" });
+    (await socketNumber(0)).fail();
+    await socketNumber(1);
+    assert.equal(asked, "https://bridge.test/ws?x=1&token=t");
+    client.close();
+  } finally {
+    delete globalThis.fetch;
+  }
+});

@@ -236,11 +236,15 @@ export class WsbridgeClient {
         const fetchImpl = globalThis.fetch;
         if (fetchImpl === undefined)
             return undefined;
-        const url = new URL(this.options.url);
-        url.protocol = url.protocol === "wss:" ? "https:" : "http:";
-        if (token !== undefined)
-            url.searchParams.set("token", token);
         try {
+            const base = globalThis.location?.href;
+            const url = new URL(this.options.url, base);
+            if (url.protocol === "ws:")
+                url.protocol = "http:";
+            else if (url.protocol === "wss:")
+                url.protocol = "https:";
+            if (token !== undefined)
+                url.searchParams.set("token", token);
             const response = await fetchImpl(url.toString(), {
                 signal: AbortSignal.timeout(this.options.connectTimeout),
             });

@@ -392,7 +392,8 @@ def test_react_example_in_chromium(
     preview = Child(
         [node, str(vite), "preview", "--host", "127.0.0.1", "--port", str(port), "--strictPort"],
         cwd=react_example,
-        env=child_env(WSBRIDGE_URL=f"ws://127.0.0.1:{serve.port}"),
+        # Vite colours its output when CI is set, which splits the address it prints.
+        env=child_env(WSBRIDGE_URL=f"ws://127.0.0.1:{serve.port}", NO_COLOR="1"),
     )
     with preview:
         preview.wait_for(rf"127\.0\.0\.1:{port}", stream="stdout", timeout=60)

@@ -45,11 +45,14 @@ try {
       return;
     }
     const file = pathname === "/" ? "index.html" : pathname.replace(/^\/static\//, "");
-    if (file.includes("/") || file.startsWith(".")) {
+    // The page loads the client from a folder (static/wsbridge/): allow plain subpaths,
+    // nothing hidden and no way out of the static folder.
+    const parts = file.split("/");
+    if (parts.some((part) => part === "" || part.startsWith("."))) {
       await route.fulfill({ status: 404, body: "" });
       return;
     }
-    const body = await readFile(path.join(STATIC, file));
+    const body = await readFile(path.join(STATIC, ...parts));
     await route.fulfill({ status: 200, body, contentType: TYPES[path.extname(file)] });
   });
   // The page's subscriptions are in place once a ping sent after them is answered.

@@ -93,6 +93,7 @@ ENV = {
     "server": "WSBRIDGE_SERVER",
     "compression": "WSBRIDGE_COMPRESSION",
     "compression_threshold": "WSBRIDGE_COMPRESSION_THRESHOLD",
+    "workers": "WSBRIDGE_WORKERS",
     "log_level": "WSBRIDGE_LOG_LEVEL",
 }
 
@@ -325,10 +326,11 @@ async def _run_own(
     host: str,
     port: int,
     path: str,
-    banner: Callable[[int], str],
+    announce: Callable[[int], None],
     tls: ssl.SSLContext | None = None,
     compression: bool = True,
     threshold: int = DEFAULT_THRESHOLD,
+    sock: socket.socket | None = None,
 ) -> None:
     from wsbridge.server import Server
 
@@ -340,6 +342,7 @@ async def _run_own(
         ssl=tls,
         compression=compression,
         compression_threshold=threshold,
+        sock=sock,
     )
     failure: Exception | None = None
 
@@ -348,13 +351,13 @@ async def _run_own(
             async for _ in signals:
                 server.shutdown()  # closes every client with 1001, then serve() returns
 
-    async def announce() -> None:
+    async def started() -> None:
         await server.started()
-        click.echo(banner(server.port), err=True)
+        announce(server.port)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signal)
-        tg.start_soon(announce)
+        tg.start_soon(started)
         try:
             await server.serve()
         except (BrokerError, OSError) as exc:
@@ -568,6 +571,16 @@ def _channel_list(channels: Sequence[str]) -> list[str]:
     "batches), or the ASGI app on uvicorn.",
 )
 @_option(
+    "--workers",
+    env="workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the port (SO_REUSEPORT on Linux), each with its own "
+    "broker connection; a crashed worker is restarted. Needs --server wsbridge and a POSIX "
+    "system.",
+)
+@_option(
     "--probe-interval",
     env="probe_interval",
     type=click.FloatRange(min=0),
@@ -635,6 +648,7 @@ def serve(
     engine: str,
     compression: bool | None,
     compression_threshold: int,
+    workers: int,
     health_path: str | None,
     probe_interval: float,
     log_level: str,
@@ -659,6 +673,15 @@ def serve(
             _fail("--health-path needs --server uvicorn", 2)
         if not health_path.startswith("/") or health_path == path:
             _fail("--health-path must start with '/' and differ from --path", 2)
+    if workers > 1:
+        if engine != "wsbridge":
+            _fail(
+                "--workers needs --server wsbridge; with uvicorn, run the ASGI app under "
+                "uvicorn --workers or gunicorn (docs/howto/scaling.md)",
+                2,
+            )
+        if not hasattr(os, "fork"):
+            _fail("--workers needs a POSIX system (the workers are forked)", 2)
     if broker_url is None:
         broker_url = "memory://"
         click.echo(
@@ -712,11 +735,16 @@ def serve(
     scheme = "ws" if tls is None else "wss"
     access = "tokens required" if auth is not None else "no authentication"
 
+    processes = f", {workers} workers" if workers > 1 else ""
+
     def banner(bound: int) -> str:
         return (
             f"wsbridge serve: listening on {scheme}://{shown_host}:{bound}{path} "
-            f"({engine}; broker {_redact(broker_url)}; {shown}; {access})"
+            f"({engine}{processes}; broker {_redact(broker_url)}; {shown}; {access})"
         )
+
+    def announce(bound: int) -> None:
+        click.echo(banner(bound), err=True)
 
     _configure_logging(log_level)
     if engine == "uvicorn":
@@ -744,17 +772,50 @@ def serve(
     else:
         if importlib.util.find_spec("websockets") is None:
             _fail("--server wsbridge needs websockets: pip install 'wsbridge-py[server]'")
-        _run_async(
-            _run_own,
-            endpoint,
-            host,
-            port,
-            path,
-            banner,
-            tls,
-            compression is not False,
-            compression_threshold,
-        )
+        own = (compression is not False, compression_threshold)
+        if workers > 1:
+            sys.exit(_serve_workers(workers, endpoint, host, port, path, announce, tls, *own))
+        _run_async(_run_own, endpoint, host, port, path, announce, tls, *own)
+
+
+def _serve_workers(
+    workers: int,
+    endpoint: Endpoint,
+    host: str,
+    port: int,
+    path: str,
+    announce: Callable[[int], None],
+    tls: ssl.SSLContext | None,
+    compression: bool,
+    threshold: int,
+) -> int:
+    """Run ``workers`` forked servers on one port (wsbridge.workers); the exit status."""
+    from wsbridge.workers import supervise
+
+    def work(sock: socket.socket, ready: Callable[[], None]) -> int:
+        # In the forked worker: the same server as a single process, on the shared port.
+        try:
+            _run_async(
+                _run_own,
+                endpoint,
+                host,
+                port,
+                path,
+                lambda _: ready(),
+                tls,
+                compression,
+                threshold,
+                sock,
+            )
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        return 0
+
+    try:
+        return supervise(workers, work, host=host, port=port, announce=announce)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc}")
 
 
 def _tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:

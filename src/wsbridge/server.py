@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import Counter, deque
 from collections.abc import Coroutine
@@ -64,6 +65,9 @@ class Server:
     With an ``ssl`` context (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
     a certificate chain loaded), it serves ``wss://`` instead.
 
+    With ``sock`` (a bound socket: one of several worker processes sharing a port, see
+    :mod:`wsbridge.workers`), it serves on that socket and ignores ``host`` and ``port``.
+
     ``healthz`` and ``readyz`` are the paths of the health checks (:mod:`wsbridge.health`)
     for load balancers; ``None`` turns one off.
 
@@ -89,6 +93,7 @@ class Server:
         readyz: str | None = health.READYZ,
         compression: bool = True,
         compression_threshold: int = deflate.DEFAULT_THRESHOLD,
+        sock: socket.socket | None = None,
     ) -> None:
         if compression_threshold < 0:
             raise ConfigurationError("compression_threshold must be 0 or more")
@@ -113,6 +118,7 @@ class Server:
             if compression
             else None
         )
+        self.sock = sock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started: asyncio.Event | None = None
@@ -142,13 +148,18 @@ class Server:
         if self._started is None:
             self._started = asyncio.Event()
         async with self.broadcaster:
-            server = await loop.create_server(
-                lambda: _Connection(self),
-                self.host,
-                self.port,
-                backlog=self.backlog,
-                ssl=self.ssl,
-            )
+            if self.sock is not None:
+                server = await loop.create_server(
+                    lambda: _Connection(self), sock=self.sock, backlog=self.backlog, ssl=self.ssl
+                )
+            else:
+                server = await loop.create_server(
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    backlog=self.backlog,
+                    ssl=self.ssl,
+                )
             self.port = server.sockets[0].getsockname()[1]
             idle = self._spawn(self._sweep_idle())
             self._started.set()

@@ -58,6 +58,7 @@ EDGES = (
     "wsbridge.fastapi",
     "wsbridge.aiohttp",
     "wsbridge.server",
+    "wsbridge.workers",
     "wsbridge.uvicorn",
     "wsbridge.prometheus",
     "wsbridge.cli",

@@ -202,7 +202,9 @@ class _Supervisor:
         for offset in range(0, len(data) - len(data) % _PID.size, _PID.size):
             (pid,) = _PID.unpack_from(data, offset)
             if pid in self.slots:
-                self.ready_at[self.slots.index(pid)] = now
+                slot = self.slots.index(pid)
+                self.ready_at[slot] = now
+                logger.info("wsbridge: worker %d (pid %d) serves", slot + 1, pid)
         if not self.announced and all(at is not None for at in self.ready_at):
             self.announced = True
             self.announce(self.listener.getsockname()[1])

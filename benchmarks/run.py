@@ -94,6 +94,7 @@ TARGETS = {
         Target("wsbridge_starlette", "wsbridge Starlette route on uvicorn"),
         Target("wsbridge_aiohttp", "wsbridge aiohttp handler"),
         Target("wsbridge_serve", "wsbridge serve"),
+        Target("wsbridge_serve_workers2", "wsbridge serve --workers 2"),
     ]
 }
 

@@ -11,6 +11,8 @@ Commands:
   channel), open, closed.
 * ``start`` ``base`` ``count`` ``latency``: reset the tallies; events ``base .. base+count-1``
   are now expected, exactly once each, by every client.
+* ``keepalive`` ``interval``: from now on ping every client once per ``interval`` seconds
+  (0: stop pinging); answer the pings sent and the pongs received so far.
 * ``drain`` ``deadline_s`` ``idle_s``: wait until every client has every expected event, or no
   new event arrived for ``idle_s`` seconds, or ``deadline_s`` passed; answer the tallies.
 * ``exit``.
@@ -106,6 +108,9 @@ class Worker:
         self.received = 0  # every frame, measured or not: progress while a backlog drains
         self.cpu0 = 0.0
         self.first_error = ""
+        self.ping_ticks: int | None = None  # ping each client every this many seconds
+        self.pings = 0
+        self.pongs = 0
 
     # -- the per-frame path -------------------------------------------------------------
 
@@ -116,6 +121,7 @@ class Worker:
         if i < 0:
             if b'"pong"' in payload:
                 t.pong = True
+                self.pongs += 1
             elif b'"type"' not in payload:  # control frames (acks, broker status) are allowed
                 t.malformed += 1
             return
@@ -376,18 +382,21 @@ class Worker:
         }
 
 
-async def keepalive(worker: Worker, interval: float, max_seconds: float) -> None:
-    """Ping every client once per ``interval`` seconds, spread over the interval.
+async def keepalive(worker: Worker, max_seconds: float) -> None:
+    """Ping every client once per ``worker.ping_ticks`` seconds, spread over the interval.
 
     The reference client pings every 30 s, and servers may close clients that stay silent
     (wsbridge's idle timeout is 75 s by default).
     """
-    ticks = max(1, int(interval))
     for tick in range(int(max_seconds) + 1):
         await asyncio.sleep(1.0)
+        ticks = worker.ping_ticks
+        if ticks is None:
+            continue
         handles = worker.handles
         for k in range(tick % ticks, len(handles), ticks):
             worker.ping(handles[k])
+            worker.pings += 1
 
 
 async def serve_commands(worker: Worker, max_seconds: float) -> None:
@@ -416,6 +425,10 @@ async def serve_commands(worker: Worker, max_seconds: float) -> None:
             reply = worker.status()
         elif name == "start":
             reply = worker.start(int(cmd["base"]), int(cmd["count"]), bool(cmd["latency"]))
+        elif name == "keepalive":
+            interval = float(cmd["interval"])
+            worker.ping_ticks = max(1, int(interval)) if interval > 0 else None
+            reply = {"pings": worker.pings, "pongs": worker.pongs}
         elif name == "drain":
             reply = await worker.drain(float(cmd["deadline_s"]), float(cmd["idle_s"]))
         else:
@@ -439,11 +452,10 @@ def main() -> None:
     parser.add_argument("--ping-interval", type=float, default=30.0, help="as the reference client")
     args = parser.parse_args()
     worker = Worker(args.url, args.channels, args.client, args.deflate)
+    worker.ping_ticks = max(1, int(args.ping_interval)) if args.ping_interval > 0 else None
 
     async def run() -> None:
-        pinger = asyncio.get_running_loop().create_task(
-            keepalive(worker, args.ping_interval, args.max_seconds)
-        )
+        pinger = asyncio.get_running_loop().create_task(keepalive(worker, args.max_seconds))
         try:
             await serve_commands(worker, args.max_seconds)
         finally:

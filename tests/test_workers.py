@@ -265,3 +265,54 @@ def test_workers_refuse_a_port_in_use() -> None:
             child.stop()
     assert f"cannot listen on 127.0.0.1:{port}" in child.output()
     assert "Traceback" not in child.output()
+
+
+SUPERVISED = """
+import logging, os, signal, sys
+logging.basicConfig(level="INFO", format="%(message)s")
+from wsbridge.workers import supervise
+
+def main(sock, ready):
+    if os.path.exists(sys.argv[1]):
+        return 3  # crashes at start, before it serves
+    ready()
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    signal.sigwait([signal.SIGTERM])
+    return 0
+
+announce = lambda port: print("serving on", port, flush=True)
+sys.exit(supervise(2, main, host="127.0.0.1", port=0, announce=announce))
+"""
+
+
+def test_a_worker_that_crashes_at_start_is_restarted_with_a_doubling_delay(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "crash"
+    child = Child([sys.executable, "-c", SUPERVISED, str(marker)], env=child_env())
+    try:
+        child.wait_for(r"^serving on \d+$", stream="stdout")
+        pids = {}
+        for line in child.lines("stderr"):
+            started = _search(r"worker (\d+) started \(pid (\d+)\)", line)
+            if started:
+                pids[int(started[0])] = int(started[1])
+        marker.touch()
+        os.kill(pids[1], signal.SIGKILL)
+        child.wait_for(r"worker 1 \(pid \d+\) .*; restarting it in", occurrence=5)
+        delays = [
+            float(found[0])
+            for line in child.lines("stderr")
+            if (found := _search(r"worker 1 .*; restarting it in ([\d.]+) s", line))
+        ]
+        assert delays[:5] == [0.1, 0.2, 0.4, 0.8, 1.6]
+        assert sum("exited with status 3" in line for line in child.lines("stderr")) >= 4
+        # The other worker was left alone.
+        assert not any(
+            "worker 2" in line and "restarting" in line for line in child.lines("stderr")
+        )
+        child.send_signal(signal.SIGTERM)
+        assert child.wait() == 0
+    finally:
+        child.stop()
+    assert "Traceback" not in child.output()

@@ -292,13 +292,10 @@ def test_a_worker_that_crashes_at_start_is_restarted_with_a_doubling_delay(
     child = Child([sys.executable, "-c", SUPERVISED, str(marker)], env=child_env())
     try:
         child.wait_for(r"^serving on \d+$", stream="stdout")
-        pids = {}
-        for line in child.lines("stderr"):
-            started = _search(r"worker (\d+) started \(pid (\d+)\)", line)
-            if started:
-                pids[int(started[0])] = int(started[1])
+        # Logged on stderr before the announcement, but read by another thread.
+        victim = int(child.wait_for(r"worker 1 started \(pid (\d+)\)")[1])
         marker.touch()
-        os.kill(pids[1], signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
         child.wait_for(r"worker 1 \(pid \d+\) .*; restarting it in", occurrence=5)
         delays = [
             float(found[0])

@@ -313,3 +313,23 @@ def test_a_worker_that_crashes_at_start_is_restarted_with_a_doubling_delay(
     finally:
         child.stop()
     assert "Traceback" not in child.output()
+
+
+async def test_workers_close_their_clients_with_1001_when_the_parent_is_killed() -> None:
+    child, port, pids = start_workers()
+    try:
+        spread = await connect_spread(f"ws://127.0.0.1:{port}/ws", port, list(pids.values()))
+        everyone = [c for clients in spread.values() for c in clients]
+        os.kill(child.pid, signal.SIGKILL)
+        with anyio.fail_after(scaled(10)):
+            closes = [await client.closed() for client in everyone]
+        assert closes == [(1001, "server shutting down")] * len(everyone)
+        # Nothing holds the port any more.
+        with anyio.fail_after(scaled(10)):
+            for _ in range(1000):
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) != 0:
+                        break
+                await anyio.sleep(0.05)  # the workers' exit is not observable otherwise
+    finally:
+        child.stop()

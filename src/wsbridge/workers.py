@@ -18,7 +18,9 @@ that doubles with each quick failure (0.1 s up to 10 s), so a worker that crashe
 does not spin. If a worker of the first start fails before any worker served, the parent
 stops them all and exits with that worker's status (a broker that cannot be reached, say).
 SIGTERM or SIGINT to the parent sends SIGTERM to every worker, which closes its clients
-with 1001; the parent waits for them (``grace`` seconds, then SIGKILL) and returns 0.
+with 1001; the parent waits for them (``grace`` seconds, then SIGKILL) and returns 0. On
+Linux, a worker whose parent dies (killed with SIGKILL, say) gets SIGTERM too, so no
+orphaned worker keeps the port.
 
 POSIX only: workers are forked, so they start with the parent's configuration and nothing
 is pickled or parsed again.
@@ -27,6 +29,8 @@ is pickled or parsed again.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import select
@@ -55,6 +59,7 @@ _STABLE_SECONDS = 10.0
 # The parent wakes at least this often, whatever happens (every wait is bounded).
 _TICK = 1.0
 _PID = struct.Struct("!i")
+_PR_SET_PDEATHSIG = 1
 
 
 def reuse_port_balances() -> bool:
@@ -249,18 +254,20 @@ class _Supervisor:
         self.restart_at[slot] = None
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured by the tests' results
-            os._exit(self._child())
+            os._exit(self._child(parent))
         self.slots[slot] = pid
         self.started_at[slot] = time.monotonic()
         logger.info("wsbridge: worker %d started (pid %d)", slot + 1, pid)
 
     # -- in the child -----------------------------------------------------------------
 
-    def _child(self) -> int:  # pragma: no cover - runs in the child
+    def _child(self, parent: int) -> int:  # pragma: no cover - runs in the child
         status = 1
         try:
+            _die_with_parent(parent)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -289,6 +296,17 @@ class _Supervisor:
                 sys.stdout.flush()
                 sys.stderr.flush()
         return status
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
+    """On Linux, ask for SIGTERM when the parent dies; exit if it already has."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _wake(signum: int, frame: FrameType | None) -> None:

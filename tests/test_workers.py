@@ -229,6 +229,7 @@ async def test_a_signal_closes_every_client_with_1001_and_the_parent_exits_0(
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # reaped by the parent
     assert "Traceback" not in child.output()
+    assert "each worker has a memory:// broker of its own" in child.output()
 
 
 def test_a_worker_that_cannot_start_stops_the_parent_with_its_status() -> None:

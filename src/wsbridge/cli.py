@@ -689,6 +689,12 @@ def serve(
             "memory:// broker, so nothing outside this process can publish to the clients",
             err=True,
         )
+    if workers > 1 and broker_url.partition("://")[0].lower() == "memory":
+        click.echo(
+            "wsbridge serve: with --workers, each worker has a memory:// broker of its own: "
+            "give a Redis URL for events to reach every client",
+            err=True,
+        )
     if keyfile is not None and certfile is None:
         _fail("--keyfile needs --certfile", 2)
     tls = _tls_context(certfile, keyfile) if certfile is not None else None

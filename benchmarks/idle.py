@@ -79,7 +79,7 @@ async def one_repeat(
     workers: list[run.WorkerProc] = []
     pub = aioredis.from_url(redis_url)
     factory = EventFactory(cfg.channels)
-    out: dict[str, Any] = {"n": n, "rep": rep}
+    out: dict[str, Any] = {"target": "wsbridge_serve", "n": n, "rep": rep, "modes": {}}
     try:
         code = await run.wait_port(port, server, 30)
         if code is not None:
@@ -111,7 +111,7 @@ async def one_repeat(
         await run.settle(server.pid, timeout=30 + n / 200)
         rss1 = run.tree_rss(server.pid)
         out["rss_mb"] = rss1 / 2**20
-        out["kb_per_conn"] = (rss1 - rss0) / n / 1024
+        out["mem_per_conn_kb"] = (rss1 - rss0) / n / 1024
 
         # Pings first (every client pinged at connect: none is near the idle timeout),
         # then the same window without them.
@@ -122,24 +122,22 @@ async def one_repeat(
         _, pongs2 = await pings_answered(workers, 0)
         quiet = await cpu_window(server.pid, args.window)
         pings = sent1 - sent0
-        out["pings"] = pings
-        out["pongs"] = pongs2 - pongs0
-        out["cpu_busy_s"] = busy
-        out["cpu_idle_s"] = quiet
-        out["idle_cpu_pct"] = quiet / args.window * 100
         per_ping = (busy - quiet) / pings if pings else float("nan")
-        out["us_per_ping"] = per_ping * 1e6
-        # The reference's 30 s pings: n / 30 pings per second.
-        out["keepalive_cpu_pct_at_30s"] = per_ping * n / REFERENCE_PING_S * 100
-
+        out["modes"]["keepalive"] = {
+            "ping_interval_s": args.ping_interval,
+            "window_s": args.window,
+            "pings": pings,
+            "pongs": pongs2 - pongs0,
+            "cpu_busy_s": busy,
+            "cpu_idle_s": quiet,
+            "idle_cpu_pct": quiet / args.window * 100,
+            "us_per_ping": per_ping * 1e6,
+            # The reference's 30 s pings: n / 30 pings per second.
+            "keepalive_cpu_pct_at_30s": per_ping * n / REFERENCE_PING_S * 100,
+        }
         burst = await run.measure(cfg, server.pid, pub, factory, workers, 0, args.burst, None)
-        out["burst"] = {
-            k: burst[k]
-            for k in (
-                "messages", "expected", "delivered", "losses", "dups", "out_of_order",
-                "malformed", "closed", "wall_s", "deliveries_per_s", "cpu_us_per_delivery",
-            )
-        }  # fmt: skip
+        burst.pop("errors", None)
+        out["modes"]["throughput"] = burst  # the burst, as run.py's throughput mode
         out["status"] = "ok"
     except run.CaseError as exc:
         out["status"], out["detail"] = exc.status, exc.detail
@@ -155,7 +153,7 @@ async def one_repeat(
 def _stat(results: list[dict[str, Any]], *path: str) -> str:
     values = []
     for r in results:
-        value: Any = r
+        value: Any = r if len(path) == 1 else r["modes"]
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, (int, float)) and value == value:
@@ -173,17 +171,20 @@ def _stat(results: list[dict[str, Any]], *path: str) -> str:
 def report(args: argparse.Namespace, results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The Markdown report: medians (min-max) over the repeats that completed."""
     ok = [r for r in results if r.get("status") == "ok"]
-    lost = sum(r["burst"]["losses"] + r["burst"]["dups"] for r in ok)
+    lost = sum(r["modes"]["throughput"]["losses"] + r["modes"]["throughput"]["dups"] for r in ok)
     rows = [
         ("server RSS with N idle clients, MB", ("rss_mb",)),
-        ("memory per connection, KB", ("kb_per_conn",)),
-        ("idle CPU (no pings), % of a core", ("idle_cpu_pct",)),
-        ("CPU per ping answered, µs", ("us_per_ping",)),
-        ("keepalive at 30 s pings, % of a core (scaled)", ("keepalive_cpu_pct_at_30s",)),
-        ("burst: deliveries", ("burst", "delivered")),
-        ("burst: wall s", ("burst", "wall_s")),
-        ("burst: deliveries/s", ("burst", "deliveries_per_s")),
-        ("burst: µs CPU/delivery", ("burst", "cpu_us_per_delivery")),
+        ("memory per connection, KB", ("mem_per_conn_kb",)),
+        ("idle CPU (no pings), % of a core", ("keepalive", "idle_cpu_pct")),
+        ("CPU per ping answered, µs", ("keepalive", "us_per_ping")),
+        (
+            "keepalive at 30 s pings, % of a core (scaled)",
+            ("keepalive", "keepalive_cpu_pct_at_30s"),
+        ),
+        ("burst: deliveries", ("throughput", "delivered")),
+        ("burst: wall s", ("throughput", "wall_s")),
+        ("burst: deliveries/s", ("throughput", "deliveries_per_s")),
+        ("burst: µs CPU/delivery", ("throughput", "cpu_us_per_delivery")),
     ]
     lines = [
         f"# Idle connections: N = {args.n:,} on one wsbridge serve",
@@ -198,7 +199,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], meta: dict[s
         *(f"| {label} | {_stat(ok, *path)} |" for label, path in rows),
         "",
         f"Burst: {lost} events lost or duplicated over all repeats; pings sent / pongs "
-        f"received: {sum(r['pings'] for r in ok)} / {sum(r['pongs'] for r in ok)}.",
+        f"received: {sum(r['modes']['keepalive']['pings'] for r in ok)} / "
+        f"{sum(r['modes']['keepalive']['pongs'] for r in ok)}.",
     ]
     for r in results:
         if r.get("status") != "ok":
@@ -242,8 +244,15 @@ async def amain(args: argparse.Namespace) -> int:
     md = cfg.results_dir / f"{stamp}-idle.md"
     md.write_text(text)
     md.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    # One line per repeat, shaped as run.py's cases.jsonl: what benchmarks/data/ keeps.
+    lines = "".join(json.dumps(r, default=str) + "\n" for r in results)
+    (logs / "cases.jsonl").write_text(lines)
     bad = [
-        r for r in results if r.get("status") != "ok" or r["burst"]["losses"] or r["burst"]["dups"]
+        r
+        for r in results
+        if r.get("status") != "ok"
+        or r["modes"]["throughput"]["losses"]
+        or r["modes"]["throughput"]["dups"]
     ]
     return 1 if bad else 0
 

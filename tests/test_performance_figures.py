@@ -5,7 +5,10 @@ The raw results of the benchmark runs that docs/performance.md and README.md's
 
 * ``*.run.jsonl``: one line per measured case of ``benchmarks/run.py`` (a target, an N,
   a repeat), as the harness writes to its ``cases.jsonl``;
-* ``*.inprocess.jsonl``: one line per process of ``benchmarks/inprocess.py --save``.
+* ``*.inprocess.jsonl``: one line per process of ``benchmarks/inprocess.py --save``;
+* ``*.idle.jsonl``: one line per repeat of ``benchmarks/idle.py`` (its ``cases.jsonl``),
+  shaped as a run's cases: the burst as the ``throughput`` mode, the keepalive figures as
+  a ``keepalive`` mode.
 
 From them this test derives every figure a page may quote: for each group (a target or
 app, an N, a mode) the median, minimum and maximum of each measured quantity (the
@@ -77,17 +80,18 @@ def _groups_of_inprocess(path: Path) -> dict[tuple[str, ...], list[float]]:
 
 
 def _groups(path: Path) -> dict[tuple[str, ...], list[float]]:
-    if path.name.endswith(".run.jsonl"):
+    if path.name.endswith((".run.jsonl", ".idle.jsonl")):
         return _groups_of_run(path)
     if path.name.endswith(".inprocess.jsonl"):
         return _groups_of_inprocess(path)
-    raise AssertionError(f"{path.name}: not a .run.jsonl or .inprocess.jsonl file")
+    raise AssertionError(f"{path.name}: not a .run.jsonl, .idle.jsonl or .inprocess.jsonl file")
 
 
 # What a column may show, by its header: ratios, or the quantities with its unit.
 _COLUMN_QUANTITIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("ms", lambda q: q.endswith("_ms")),
     ("user µs", lambda q: q == "user_us_per_delivery"),
+    ("µs per ping", lambda q: q == "us_per_ping"),
     ("µs", lambda q: q == "cpu_us_per_delivery"),
     ("deliveries/s", lambda q: q == "deliveries_per_s"),
     ("KB", lambda q: q == "mem_per_conn_kb"),
@@ -198,7 +202,7 @@ def _derived(
 
 def _run_settings(path: Path) -> set[float]:
     """Counts a table may state: events per run, the offered rate, duplicates, losses."""
-    if not path.name.endswith(".run.jsonl"):
+    if not path.name.endswith((".run.jsonl", ".idle.jsonl")):
         return set()
     found: set[float] = set()
     for line in path.read_text(encoding="utf-8").splitlines():

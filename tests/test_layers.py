@@ -276,6 +276,9 @@ def _private(name: str) -> bool:
 
 # Private by name only: the public API of named tuples (urllib.parse's results among them).
 _NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}
+# Public names of the standard library that start with an underscore: os._exit is how a
+# forked child leaves without running its parent's cleanup.
+_STDLIB_API = {"_exit"}
 
 
 def _own_private_names(tree: ast.Module) -> set[str]:
@@ -320,7 +323,7 @@ def _foreign_private_reads(source: str) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _private(node.attr):
-            if node.attr not in own and node.attr not in _NAMEDTUPLE_API:
+            if node.attr not in own and node.attr not in _NAMEDTUPLE_API | _STDLIB_API:
                 found.append(f"line {node.lineno}: {ast.unparse(node)}")
         elif isinstance(node, ast.ImportFrom):
             found += [

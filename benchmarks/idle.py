@@ -135,7 +135,7 @@ async def one_repeat(
             # The reference's 30 s pings: n / 30 pings per second.
             "keepalive_cpu_pct_at_30s": per_ping * n / REFERENCE_PING_S * 100,
         }
-        burst = await run.measure(cfg, server.pid, pub, factory, workers, 0, args.burst, None)
+        burst = await run.measure(cfg, server.pid, pub, factory, workers, 0, args.burst, None, port)
         burst.pop("errors", None)
         out["modes"]["throughput"] = burst  # the burst, as run.py's throughput mode
         out["status"] = "ok"

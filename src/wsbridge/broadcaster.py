@@ -35,7 +35,15 @@ from wsbridge.exceptions import (
     SubscriptionRefusedError,
 )
 from wsbridge.history import History, Page, Position, Resumed, is_envelope, parse_envelope
-from wsbridge.outbox import QUEUED, Connection, Frame, Outbox, OverflowPolicy, Pushed
+from wsbridge.outbox import (
+    QUEUED,
+    Connection,
+    ConnectionGroup,
+    Frame,
+    Outbox,
+    OverflowPolicy,
+    Pushed,
+)
 from wsbridge.schema import DeliveryKind, Registry
 
 __all__ = ["Broadcaster", "Frame", "OverflowPolicy", "Stats", "Subscriber"]
@@ -147,6 +155,8 @@ class _Pull:
 
     __slots__ = ("_waiter",)
 
+    group: ConnectionGroup | None = None
+
     def __init__(self) -> None:
         self._waiter: asyncio.Future[None] | anyio.Event | None = None
 
@@ -180,6 +190,8 @@ class _Sink:
     """A plain callable as a connection (:attr:`Subscriber.sink`), read otherwise by pull."""
 
     __slots__ = ("offer", "pull")
+
+    group: ConnectionGroup | None = None
 
     def __init__(self, offer: Callable[[Frame], bool], pull: _Pull) -> None:
         self.offer = offer
@@ -1299,17 +1311,32 @@ class Broadcaster:
                 if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
             )
         # Subscriber.push, with its common case inline: this runs once per delivery.
+        # Connections of a group are offered the frame together, in one call per group.
         taken = 0
+        group: ConnectionGroup | None = None
+        batch: list[Connection] = []
         for subscriber in targets:
-            if (
-                subscriber.close_code is None
-                and subscriber._hold is None
-                and not subscriber._outbox.frames
-                and subscriber._connection.offer(frame)
-            ):
-                taken += 1
-            elif subscriber.close_code is None:
+            if subscriber.close_code is not None:
+                continue
+            if subscriber._hold is not None or subscriber._outbox.frames:
                 subscriber._deliver(frame)
+                continue
+            connection = subscriber._connection
+            kind = connection.group
+            if kind is None:
+                if connection.offer(frame):
+                    taken += 1
+                else:
+                    subscriber._enqueue(frame)
+            elif kind is group:
+                batch.append(connection)
+            else:
+                if group is not None:
+                    taken += group.offer(frame, batch)
+                group = kind
+                batch = [connection]
+        if group is not None:
+            taken += group.offer(frame, batch)
         if taken:
             counters = self._counters
             counters.messages_out += taken

@@ -32,7 +32,7 @@ from wsbridge.exceptions import (
     SubscriptionRefusedError,
 )
 from wsbridge.history import Resumed
-from wsbridge.outbox import Frame, OverflowPolicy
+from wsbridge.outbox import Connection, ConnectionGroup, Frame, OverflowPolicy
 from wsbridge.permissions import AllowList
 from wsbridge.session import Close, Command, Reply, Session, SessionLimits, Subscribe, Unsubscribe
 
@@ -155,6 +155,83 @@ class Handshake:
     subprotocol: str | None = None
 
 
+class _Handoff:
+    """Between :meth:`_SendGroup.offer` and one driver: whose write suspended, and where."""
+
+    __slots__ = ("index", "sent", "taken")
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.sent = 0
+        self.taken = False
+
+
+async def _drive(
+    frame: Frame, connections: list[_SendPath], start: int, epoch: int, handoff: _Handoff
+) -> None:
+    # _SendPath.offer for each connection, as plain awaits in one coroutine: a send that
+    # finishes at once costs no StopIteration. Everything a client's write raises is that
+    # client's end, never the fan-out's.
+    text = frame.text
+    for i in range(start, len(connections)):
+        connection = connections[i]
+        if not connection._ready or connection._epoch == epoch:
+            connection._subscriber.push(frame)  # refused again there, so queued
+            continue
+        connection._epoch = epoch
+        handoff.index = i
+        handoff.sent += 1
+        try:
+            await connection._send(text)
+        except Exception as exc:
+            connection._fail(exc)
+        if handoff.taken:  # resumed by the task finishing this write: the rest went on
+            return
+
+
+class _SendGroup:
+    """Every endpoint send path's :attr:`~wsbridge.outbox.Connection.group`.
+
+    An event's frame is written to all ready send paths by one driver coroutine, run in
+    place (:func:`~wsbridge.delivery.start_send`). When one client's write suspends, a
+    task of that client's finishes it from there, and a new driver carries on with the
+    next client: nobody waits for a slow socket.
+    """
+
+    __slots__ = ()
+
+    def offer(self, frame: Frame, connections: list[Connection]) -> int:
+        """Write ``frame`` to each ready connection now; push it to the others."""
+        paths: list[_SendPath] = connections  # type: ignore[assignment]  # all of this group
+        flusher = paths[0]._flusher
+        if flusher is None:  # not asyncio: every frame goes through the send loops
+            for path in paths:
+                path._subscriber.push(frame)
+            return 0
+        if not flusher.scheduled:
+            flusher.touch()  # this iteration's later frames are batched by the flusher
+        epoch = flusher.epoch
+        start = sent = 0
+        # Each round ends with every connection done, or hands one write that suspended
+        # to a task and starts again after it: bounded by the number of connections.
+        while True:
+            handoff = _Handoff()
+            try:
+                suspended = start_send(_drive(frame, paths, start, epoch, handoff))
+            finally:
+                sent += handoff.sent
+            if suspended is None:
+                return sent
+            path = paths[handoff.index]
+            handoff.taken = True
+            path._inflight = asyncio.get_running_loop().create_task(path._finish(suspended, ()))
+            path._ready = False
+            start = handoff.index + 1
+
+
+_SEND_GROUP = _SendGroup()
+
+
 class _SendPath:
     """The endpoint's :class:`~wsbridge.outbox.Connection`: a send loop, and direct writes.
 
@@ -183,6 +260,8 @@ class _SendPath:
         "_transport",
         "_waiter",
     )
+
+    group: ConnectionGroup | None = _SEND_GROUP
 
     def __init__(
         self,

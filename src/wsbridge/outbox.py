@@ -20,7 +20,16 @@ from typing import Protocol
 from wsbridge import deflate, protocol
 from wsbridge.exceptions import ConfigurationError
 
-__all__ = ["QUEUED", "REFUSED", "Connection", "Frame", "Outbox", "OverflowPolicy", "Pushed"]
+__all__ = [
+    "QUEUED",
+    "REFUSED",
+    "Connection",
+    "ConnectionGroup",
+    "Frame",
+    "Outbox",
+    "OverflowPolicy",
+    "Pushed",
+]
 
 
 class OverflowPolicy(str, Enum):
@@ -220,7 +229,17 @@ class Connection(Protocol):
     take: the connection takes it with ``subscriber.take()`` when its socket allows.
     :meth:`wake` is also called once when the subscriber is closed. Neither may raise or
     wait: a connection that fails ends itself.
+
+    A connection whose :attr:`group` is not ``None`` is offered an event's frame together
+    with the other connections of its group, in one :meth:`ConnectionGroup.offer` call,
+    instead of one :meth:`offer` call each: a connection that writes through a coroutine
+    then pays for one driver per event rather than one per client.
     """
+
+    @property
+    def group(self) -> ConnectionGroup | None:
+        """The group that takes this connection's frames with its peers', or ``None``."""
+        ...
 
     def offer(self, frame: Frame) -> bool:
         """Write ``frame`` now, without waiting, and return True; or return False."""
@@ -228,4 +247,18 @@ class Connection(Protocol):
 
     def wake(self) -> None:
         """The outbox has frames to take, or the subscriber was closed."""
+        ...
+
+
+class ConnectionGroup(Protocol):
+    """Connections of one kind, offered a frame together (see :attr:`Connection.group`)."""
+
+    def offer(self, frame: Frame, connections: list[Connection]) -> int:
+        """Offer ``frame`` to each of ``connections`` (all of this group, each once).
+
+        Each connection writes the frame as :meth:`Connection.offer` would, or, where that
+        would refuse it, has its subscriber queue it (``Subscriber.push``). Returns how
+        many frames were written here, for the broadcaster's counters. Never raises or
+        waits.
+        """
         ...

@@ -50,7 +50,7 @@ from wsbridge.broadcaster import Broadcaster, Subscriber
 from wsbridge.delivery import flusher
 from wsbridge.endpoint import ConnectionInfo, Endpoint, as_endpoint
 from wsbridge.exceptions import ConfigurationError
-from wsbridge.outbox import Frame
+from wsbridge.outbox import ConnectionGroup, Frame
 from wsbridge.session import Command, Session, Subscribe, Unsubscribe
 
 __all__ = ["Server"]
@@ -244,6 +244,8 @@ class _Connection(asyncio.Protocol):
         "worker",
         "ws",
     )
+
+    group: ConnectionGroup | None = None  # offer() only appends bytes: nothing to share
 
     def __init__(self, server: Server) -> None:
         self.server = server

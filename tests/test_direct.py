@@ -254,3 +254,40 @@ async def test_a_slow_connection_is_closed_as_a_slow_consumer() -> None:
         assert 0 < len(got) < 10
         assert got == [{"i": i} for i in range(len(got))]  # in order, nothing skipped
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("channel", ["prices", "prices:*"])
+async def test_connections_of_different_kinds_on_one_channel_each_get_every_event(
+    channel: str,
+) -> None:
+    # The fan-out offers a frame to each group of connections in one call: clients read
+    # with ``async for`` (no group) joining between endpoint clients (one group) must
+    # split nobody's events, and each delivery is counted once.
+    published = "prices:a" if channel.endswith("*") else channel
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        endpoint = Endpoint(b, channels=[channel], idle_timeout=None)
+        clients: list[Recorder] = []
+        readers: list[Subscriber] = []
+        for _ in range(3):
+            client = Recorder()
+            await connect(tg, endpoint, client)
+            clients.append(client)
+            reader = b.subscriber()
+            await reader.__aenter__()
+            await reader.subscribe([channel])
+            readers.append(reader)
+        before = b.stats().messages_out
+        for i in range(3):
+            await b.publish(published, {"i": i})
+        for client in clients:
+            await client.wait_for(4)
+            assert client.events() == [{"i": i} for i in range(3)]
+        for reader in readers:
+            got: list[object] = []
+            with anyio.fail_after(5):
+                while len(got) < 3:
+                    got += [json.loads(f.text)["data"] for f in await reader.get()]
+            assert got == [{"i": i} for i in range(3)]
+            await reader.aclose()
+        assert b.stats().messages_out - before == 3 * (len(clients) + len(readers))
+        tg.cancel_scope.cancel()

@@ -10,8 +10,10 @@
 
 :func:`start_send`
     Writing from the fan-out without a task per client means running a server's
-    ``send()`` coroutine in place. Servers write without suspending unless the socket is
-    full, so this almost always finishes there and then; when it suspends, the returned
+    ``send()`` coroutine in place. The endpoint runs one driver coroutine per event this
+    way, which awaits each ready client's ``send()`` in turn (a plain ``await`` each).
+    Servers write without suspending unless the socket is full, so this almost always
+    finishes there and then; when it suspends, the returned
     :class:`Suspended` is awaited by a task of its own, which finishes the write from the
     exact point where it stopped. This is the one place in wsbridge that steps a coroutine
     by hand.

@@ -237,11 +237,12 @@ class _SendPath:
 
     The send loop waits for frames and writes them through the transport. On asyncio,
     while it waits, frames do not wake it: the first frame of an event-loop iteration is
-    written at once from the fan-out (``offer``), and frames queued after it in the same
-    iteration are written together as the iteration ends, by the loop's flusher. Waking
-    one task per client per event was the largest cost of the ASGI adapters at a steady
-    rate. A write that suspends (a full socket) is finished by a task of its own, and
-    the connection's later frames queue behind it for the send loop, in order.
+    written at once from the fan-out (by :class:`_SendGroup`, or by ``offer``), and
+    frames queued after it in the same iteration are written together as the iteration
+    ends, by the loop's flusher. Waking one task per client per event was the largest
+    cost of the ASGI adapters at a steady rate. A write that suspends (a full socket) is
+    finished by a task of its own, and the connection's later frames queue behind it for
+    the send loop, in order.
     """
 
     __slots__ = (

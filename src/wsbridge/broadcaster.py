@@ -405,6 +405,18 @@ class Subscriber:
             return
         self._enqueue(frame)
 
+    def enqueue(self, frame: Frame) -> None:
+        """Queue a frame in the outbox, without offering it, and wake the connection.
+
+        For a :class:`~wsbridge.outbox.ConnectionGroup` refusing a frame it was offered:
+        the outbox's bounds and overflow policy apply as for any queued frame.
+        """
+        if self.close_code is None:
+            if self._hold is None:
+                self._enqueue(frame)
+            else:
+                self._deliver(frame)  # a channel being resumed holds its live frames
+
     def _deliver(self, frame: Frame) -> None:
         hold = self._hold
         if hold is not None:

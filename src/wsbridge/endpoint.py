@@ -176,7 +176,7 @@ async def _drive(
     for i in range(start, len(connections)):
         connection = connections[i]
         if not connection._ready or connection._epoch == epoch:
-            connection._subscriber.push(frame)  # refused again there, so queued
+            connection._subscriber.enqueue(frame)
             continue
         connection._epoch = epoch
         handoff.index = i
@@ -206,7 +206,7 @@ class _SendGroup:
         flusher = paths[0]._flusher
         if flusher is None:  # not asyncio: every frame goes through the send loops
             for path in paths:
-                path._subscriber.push(frame)
+                path._subscriber.enqueue(frame)
             return 0
         if not flusher.scheduled:
             flusher.touch()  # this iteration's later frames are batched by the flusher

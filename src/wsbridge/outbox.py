@@ -257,7 +257,7 @@ class ConnectionGroup(Protocol):
         """Offer ``frame`` to each of ``connections`` (all of this group, each once).
 
         Each connection writes the frame as :meth:`Connection.offer` would, or, where that
-        would refuse it, has its subscriber queue it (``Subscriber.push``). Returns how
+        would refuse it, has its subscriber queue it (``Subscriber.enqueue``). Returns how
         many frames were written here, for the broadcaster's counters. Never raises or
         waits.
         """

@@ -42,6 +42,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from wsbridge.backends import BrokerMessage
+from wsbridge.backends.redis import PendingCommand
 from wsbridge.exceptions import (
     BrokerClosedError,
     BrokerUnavailableError,
@@ -123,17 +124,6 @@ def _slot_map(reply: object, address: Address) -> tuple[list[Address | None], li
     return slots, masters
 
 
-class _Pending:
-    """A command sent on a shard's connection, still owed ``left`` replies."""
-
-    __slots__ = ("keys", "kind", "left")
-
-    def __init__(self, kind: bytes, keys: tuple[str, ...]) -> None:
-        self.kind = kind
-        self.keys = keys
-        self.left = max(len(keys), 1)
-
-
 class _Shard:
     """The subscription connection to one master, and the state its reader keeps."""
 
@@ -145,7 +135,7 @@ class _Shard:
         self.confirmations: dict[str, anyio.Event] = {}
         self.refused: dict[str, str] = {}
         # Redis answers in order; an error reply is traced back through this.
-        self.pending: deque[_Pending] = deque()
+        self.pending: deque[PendingCommand] = deque()
         # Channels we asked to leave: any other sunsubscribe is the server moving a slot.
         self.leaving: Counter[str] = Counter()
         self.awaiting_pong = False
@@ -340,7 +330,7 @@ class RedisClusterBackend:
         try:
             async with shard.lock:
                 with anyio.fail_after(self._command_timeout):
-                    shard.pending.append(_Pending(kind, args[1:]))
+                    shard.pending.append(PendingCommand(kind, args[1:]))
                     await shard.conn.send_command(*args)
         except _FAILURES as exc:
             raise self._fail(

@@ -30,7 +30,7 @@ from wsbridge.exceptions import (
 )
 from wsbridge.history import History, Page, Position, new_epoch
 
-__all__ = ["RedisBackend", "history_keys"]
+__all__ = ["PendingCommand", "RedisBackend", "history_keys"]
 
 _FAILURES = (RedisError, OSError, TimeoutError)
 
@@ -67,8 +67,12 @@ def _seconds(value: float) -> int:
     return max(1, math.ceil(value))
 
 
-class _Pending:
-    """A command sent on the subscription connection, still owed ``left`` replies."""
+class PendingCommand:
+    """A command sent on a subscription connection, still owed ``left`` replies.
+
+    Redis answers in order, so a queue of these tells which command an error reply
+    answers (the cluster backend keeps one queue per shard connection).
+    """
 
     __slots__ = ("keys", "kind", "left")
 
@@ -112,7 +116,7 @@ class RedisBackend:
         self._confirmations: dict[tuple[bytes, str], anyio.Event] = {}
         # Redis answers in order, and an error reply names no command: this is how an
         # error is traced back to the SUBSCRIBE it refuses.
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[PendingCommand] = deque()
         self._refused: dict[tuple[bytes, str], str] = {}
         self._awaiting_pong = False
         self._publish_script: AsyncScript | None = None
@@ -192,7 +196,7 @@ class RedisBackend:
         try:
             async with self._write_lock:
                 with anyio.fail_after(self._command_timeout):
-                    self._pending.append(_Pending(_REPLY_KIND[args[0]], args[1:]))
+                    self._pending.append(PendingCommand(_REPLY_KIND[args[0]], args[1:]))
                     await conn.send_command(*args)
         except _FAILURES as exc:
             raise BrokerUnavailableError(f"lost the Redis subscription connection: {exc}") from exc

@@ -9,8 +9,6 @@ a client that offered nothing received.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from tests.support.ci import npm_ci, unavailable
 from tests.support.client import Client
 from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.rawws import CLOSE, RawClient, deflate, inflate
 from tests.support.redis_server import TIMEOUT_SCALE_ENV, free_port, scaled
 from tests.support.samples import REFERENCE_EXAMPLES
 from tests.support.servers import AiohttpServer, BridgeServer, UvicornServer
+from tests.test_demo_browser import browser_tools  # noqa: F401  (a fixture)
 from wsbridge import Broadcaster, Endpoint, outbox
 from wsbridge import deflate as wsdeflate
 from wsbridge.asgi import WebSocketApp
@@ -392,18 +390,12 @@ async def test_serve_without_compression_from_the_environment() -> None:
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_the_dashboard_in_chromium_decodes_compressed_frames(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str,
+    redis_client: redis.Redis,
+    browser_tools: tuple[str, str],  # noqa: F811  (the fixture imported above)
 ) -> None:
     browser_dir = ROOT / "tests" / "browser"
-    node = shutil.which("node")
-    chromium = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
-    if node is None or chromium is None:
-        unavailable("node and Chromium are needed for the browser tests")
-    if not (browser_dir / "node_modules" / "playwright-core").is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            unavailable("npm is needed to install playwright-core")
-        npm_ci(browser_dir, npm, scaled(600))
+    node, chromium = browser_tools
     port = free_port()
     child = start_serve("--redis", redis_url, "--port", str(port))
     env = child_env(
@@ -436,6 +428,22 @@ async def test_the_dashboard_in_chromium_decodes_compressed_frames(
 # -- uvicorn: per-client compression, off by default --------------------------------------
 
 
+async def check_negotiated(
+    server: UvicornServer | AiohttpServer, broadcaster: Broadcaster, negotiated: bool
+) -> None:
+    """A client offering deflate, as browsers do, gets it only when ``negotiated``, and
+    the large event either way."""
+    client = await Client.connect(server.url)
+    try:
+        answer = client.ws.response.headers.get("Sec-WebSocket-Extensions")
+        assert (answer is not None) is negotiated, answer
+        await client.pinged()
+        server.call(broadcaster.publish, CHANNEL, LARGE)
+        assert await client.recv_event() == {"channel": CHANNEL, "data": LARGE}
+    finally:
+        await client.close()
+
+
 @pytest.mark.parametrize(
     ("options", "negotiated"),
     [({}, False), ({"per_message_deflate": True}, True), ({"per_message_deflate": None}, True)],
@@ -447,15 +455,7 @@ async def test_wsbridge_uvicorn_server_compresses_only_when_asked(
     broadcaster = Broadcaster("memory://")
     app = WebSocketApp(Endpoint(broadcaster, channels=[CHANNEL]), path="/ws")
     with UvicornServer(app, ws=ws, bridge={"target": broadcaster, **options}) as server:
-        client = await Client.connect(server.url)  # offers deflate, as browsers do
-        try:
-            answer = client.ws.response.headers.get("Sec-WebSocket-Extensions")
-            assert (answer is not None) is negotiated, answer
-            await client.pinged()
-            server.call(broadcaster.publish, CHANNEL, LARGE)
-            assert await client.recv_event() == {"channel": CHANNEL, "data": LARGE}
-        finally:
-            await client.close()
+        await check_negotiated(server, broadcaster, negotiated)
 
 
 @pytest.mark.parametrize(("args", "negotiated"), [((), False), (("--compression",), True)])
@@ -485,15 +485,7 @@ async def test_aiohttp_compresses_only_when_asked(
     app = web.Application()
     setup(app, Endpoint(broadcaster, channels=[CHANNEL]), **options)
     with AiohttpServer(app) as server:
-        client = await Client.connect(server.url)  # offers deflate, as browsers do
-        try:
-            answer = client.ws.response.headers.get("Sec-WebSocket-Extensions")
-            assert (answer is not None) is negotiated, answer
-            await client.pinged()
-            server.call(broadcaster.publish, CHANNEL, LARGE)
-            assert await client.recv_event() == {"channel": CHANNEL, "data": LARGE}
-        finally:
-            await client.close()
+        await check_negotiated(server, broadcaster, negotiated)
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -29,11 +29,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.support.ci import npm_ci, unavailable
 from tests.support.client import Client
 from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.redis_server import TIMEOUT_SCALE_ENV, free_port, scaled
 from tests.support.samples import REFERENCE_EXAMPLES
+from tests.test_demo_browser import browser_tools  # noqa: F401  (a fixture)
 
 if TYPE_CHECKING:
     import redis
@@ -561,17 +561,12 @@ async def test_a_token_of_raw_bytes_is_refused_without_a_traceback(engine: str) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
-async def test_a_browser_presents_its_token_as_a_subprotocol(engine: str) -> None:
+async def test_a_browser_presents_its_token_as_a_subprotocol(
+    engine: str,
+    browser_tools: tuple[str, str],  # noqa: F811  (the fixture imported above)
+) -> None:
     browser_dir = ROOT / "tests" / "browser"
-    node = shutil.which("node")
-    chromium = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
-    if node is None or chromium is None:
-        unavailable("node and Chromium are needed for the browser tests")
-    if not (browser_dir / "node_modules" / "playwright-core").is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            unavailable("npm is needed to install playwright-core")
-        npm_ci(browser_dir, npm, scaled(600))
+    node, chromium = browser_tools
     port = free_port()
     child = start_serve("--port", str(port), "--server", engine, WSBRIDGE_JWT_SECRET=SECRET)
     token = jwt.encode(claims(), SECRET, algorithm="HS256")

@@ -450,3 +450,114 @@ async def test_a_broker_reconnect_loses_nothing_on_history_channels(redis_url: s
         assert got == list(range(1, total + 1))
         assert b.stats().broker_reconnects >= 1
         assert b.stats().replayed >= 1
+
+
+# -- gaps the server cannot fill ------------------------------------------------------------
+
+
+async def _append_silently(redis_url: str, channel: str, payloads: list[str], size: int) -> None:
+    """Append to the channel's history without a live message the bridge would receive."""
+    script = files("wsbridge.backends").joinpath("history_publish.lua").read_text()
+    client = aioredis.from_url(redis_url)
+    try:
+        for payload in payloads:
+            await client.eval(
+                script,
+                3,
+                *history_keys(channel),
+                ch("elsewhere:"),
+                payload,
+                size,
+                60,
+                3600,
+                "x",
+                "0",
+            )
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_trimmed_gap_is_told_with_a_position_frame(redis_url: str) -> None:
+    """A live event skips offsets that the history no longer has: clients are told."""
+    channel = ch("ev:g")
+    async with (
+        Broadcaster(redis_url, registry=registry(size=2)) as b,
+        b.subscriber() as s,
+        b.subscriber() as late,
+    ):
+        resumed = await s.subscribe([channel])
+        epoch = resumed[channel].position.epoch  # type: ignore[union-attr]
+        await b.publish(channel, {"n": 1})
+        (first,) = await take(s, 1)
+        assert first["offset"] == 1
+        # Offsets 2 to 4 reach the history only; the size of 2 keeps 3 and 4.
+        await _append_silently(redis_url, channel, ['{"n":2}', '{"n":3}', '{"n":4}'], 2)
+        await b.publish(channel, {"n": 5})  # live, at offset 5: the server catches up
+        frames = await take(s, 3)
+        assert frames[0] == {
+            "type": "position",
+            "channel": channel,
+            "epoch": epoch,
+            "offset": 3,
+            "recovered": False,
+        }
+        assert [(f["offset"], f["data"]["n"]) for f in frames[1:]] == [(4, 4), (5, 5)]
+        await nothing_more(s, b, channel)
+        assert b.stats().recoveries_failed == 1
+        # A subscriber that started after the loss hears nothing of it.
+        await late.subscribe([channel])
+        await nothing_more(late, b, channel)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kill", [False, True], ids=["live", "reconnect"])
+async def test_a_lost_history_is_told_with_a_position_frame(
+    redis_server_factory: Any, kill: bool
+) -> None:
+    """The history is deleted (as a restart without persistence would): a new epoch.
+
+    With the subscription connection killed the server learns it while catching up
+    after the reconnect; without, from the first live event of the new epoch. Either
+    way the client gets the new position, then every event of the new epoch.
+    """
+    server = redis_server_factory()
+    channel = ch("ev:l")
+    async with (
+        Broadcaster(
+            server.url, registry=registry(), reconnect_delay=0.05, max_reconnect_delay=0.2
+        ) as b,
+        Broadcaster(server.url, registry=registry()) as publisher,
+        b.subscriber() as s,
+    ):
+        resumed = await s.subscribe([channel])
+        old = resumed[channel].position
+        assert old is not None
+        await publisher.publish(channel, {"n": 1})
+        assert (await take(s, 1))[0]["offset"] == 1
+        admin = aioredis.from_url(server.url)
+        try:
+            if kill:
+                await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await admin.flushall()
+        finally:
+            await admin.aclose()
+        for i in range(1, 4):
+            await publisher.publish(channel, {"n": i})
+        frames: list[dict[str, Any]] = []
+        with anyio.fail_after(scaled(10)):
+            while len([f for f in frames if "offset" in f and "type" not in f]) < 3:
+                got = await s.get()
+                assert got, "subscriber closed"
+                frames.extend(json.loads(f.text) for f in got)
+        frames = [f for f in frames if f.get("type") != "broker"]
+        position = frames[0]
+        assert position["type"] == "position"
+        assert position["channel"] == channel
+        assert position["epoch"] != old.epoch
+        assert position["offset"] == 0
+        assert position["recovered"] is False
+        assert [f["offset"] for f in frames[1:]] == [1, 2, 3]
+        assert [f["data"]["n"] for f in frames[1:]] == [1, 2, 3]
+        await nothing_more(s, publisher, channel)
+        assert b.stats().recoveries_failed >= 1

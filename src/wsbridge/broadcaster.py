@@ -17,7 +17,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -217,6 +217,7 @@ class Subscriber:
         "_connection",
         "_counters",
         "_drained",
+        "_epochs",
         "_hold",
         "_outbox",
         "_patterns",
@@ -262,6 +263,9 @@ class Subscriber:
         self._drained: anyio.Event | None = None
         # The first live event delivered after a subscription's position, per channel.
         self._started: dict[str, Position] = {}
+        # The epoch this client was told, per channel with history reached through a
+        # pattern: a channel's first event (or a new epoch) is preceded by its position.
+        self._epochs: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -360,6 +364,28 @@ class Subscriber:
         recovered = since.epoch == start.epoch and since.offset >= start.offset
         return Resumed(start, recovered)
 
+    def _known_epoch(self, channel: str, epoch: str) -> None:
+        epochs = self._epochs
+        if len(epochs) >= 4096 and channel not in epochs:
+            epochs.clear()  # bounded: at worst a position is told again
+        epochs[channel] = epoch
+
+    def _announce(self, frame: Frame) -> None:
+        """Before ``frame`` (through a pattern): its channel's position, if not told yet."""
+        channel, epoch = frame.channel, frame.epoch
+        known = self._epochs.get(channel)
+        self._known_epoch(channel, epoch)
+        text = protocol.position_frame(
+            channel, epoch, frame.offset - 1, recovered=None if known is None else False
+        )
+        if known is not None:
+            self._counters.recoveries_failed += 1
+        position = _PositionFrame(channel, text, epoch, frame.offset - 1)
+        if self._hold is not None:
+            self._deliver(position)
+        else:
+            self.push(position)
+
     # -- delivery ------------------------------------------------------------------
 
     def attach(self, connection: Connection | None) -> None:
@@ -429,6 +455,10 @@ class Subscriber:
                     held.append(frame)
                 return
             if held is not None:
+                if isinstance(frame, _PositionFrame):
+                    if not frame.covers(held):
+                        self.push(frame)  # a loss after this subscription's start
+                    return
                 # A position this subscription starts after: what is not after it was
                 # replayed, or published before the subscription.
                 if frame.epoch == held.epoch and 0 < frame.offset <= held.offset:
@@ -532,6 +562,20 @@ class _Plan:
     after: int = 0
 
 
+class _PositionFrame(Frame):
+    """A ``position`` frame: the channel's events that follow come after ``after``."""
+
+    __slots__ = ("after",)
+
+    def __init__(self, channel: str, text: str, epoch: str, after: int) -> None:
+        super().__init__(channel, text, epoch=epoch)
+        self.after = after
+
+    def covers(self, position: Position) -> bool:
+        """Whether a subscriber starting after ``position`` lost nothing this frame reports."""
+        return self.epoch == position.epoch and self.after <= position.offset
+
+
 class _Track:
     """The server's own position on a channel with history, and its catch-up state."""
 
@@ -546,6 +590,16 @@ class _Track:
         # While reading missed events from history: the live ones that arrive meanwhile.
         self.catching: list[tuple[str, int, bytes]] | None = None
         self.overflowed = False
+
+
+def _announced(targets: Iterable[Subscriber], frame: Frame) -> Iterator[Subscriber]:
+    """The targets, each told the position of ``frame``'s epoch before its first event."""
+    epoch = frame.epoch
+    channel = frame.channel
+    for subscriber in targets:
+        if subscriber._epochs.get(channel) != epoch and subscriber.close_code is None:
+            subscriber._announce(frame)
+        yield subscriber
 
 
 def _replay_batch(subscriber: Subscriber) -> int:
@@ -798,16 +852,24 @@ class Broadcaster:
                 known = refusals.get(channel)
                 if known is not None and now - known[1] < _REFUSAL_MEMORY:
                     refused[channel] = known[0]
+        # Channels resumed through a pattern of the request: named in ``since`` only.
+        covered = self._covered(subscriber, channels, since, refused)
         # Hold the live frames of what starts from a position or a latest value: new
         # subscriptions, and held ones the client resumes.
         held: list[str] = []
         already: dict[str, Resumed] = {}
-        for ch in dict.fromkeys(channels):
+        for ch in dict.fromkeys([*channels, *covered]):
             if ch in refused or not self._keeps(ch):
                 continue
             current = subscriber._hold.get(ch) if subscriber._hold is not None else None
             if isinstance(current, list):
                 continue  # another subscribe is setting it up
+            if ch in covered and not covered[ch] and ch not in subscriber._channels:
+                # Its pattern was held already: events of it may have been delivered.
+                found = subscriber._resumed_at(ch, since[ch])
+                if found is not None:
+                    already[ch] = found
+                continue
             if ch in subscriber._channels:
                 if ch in since and isinstance(current, Position):
                     held.append(ch)  # nothing delivered on it yet: resume from scratch
@@ -838,6 +900,33 @@ class Broadcaster:
                             subscriber.push(frame)
                 if not hold:
                     subscriber._hold = None
+
+    def _covered(
+        self,
+        subscriber: Subscriber,
+        channels: list[str],
+        since: Mapping[str, Position],
+        refused: Mapping[str, str],
+    ) -> dict[str, bool]:
+        """The channels of ``since`` that only a pattern of ``channels`` covers.
+
+        Each maps to whether one of those patterns is new to the subscriber (its missed
+        events can be replayed before the pattern's live ones). A channel the
+        subscriber may not see through a pattern is left out: it is not resumed.
+        """
+        covered: dict[str, bool] = {}
+        for ch in since:
+            if ch in channels:
+                continue
+            validate_channel(ch, max_length=_MAX_NAME)
+            patterns = [
+                p for p in channels if is_pattern(p) and p not in refused and glob_match(p, ch)
+            ]
+            if is_pattern(ch) or not patterns:
+                raise ValueError(f"since names {ch!r}, which no channel or pattern asked covers")
+            if subscriber._permits(ch):
+                covered[ch] = any(p not in subscriber._patterns for p in patterns)
+        return covered
 
     async def _subscribe_held(
         self,
@@ -878,6 +967,9 @@ class Broadcaster:
                 plans[ch] = await self._plan(subscriber, ch, since.get(ch), max_replay)
         resumed = {ch: plan.resumed for ch, plan in plans.items()}
         resumed.update(already)
+        for ch, found in resumed.items():
+            if found.position is not None:
+                subscriber._known_epoch(ch, found.position.epoch)
         if acknowledge is not None:
             acknowledge(list(refused), resumed)
         for ch, plan in plans.items():
@@ -991,6 +1083,10 @@ class Broadcaster:
         for frame in frames:
             if not passed:
                 assert position is not None
+                if isinstance(frame, _PositionFrame):
+                    if not frame.covers(position):
+                        subscriber.push(frame)
+                    continue
                 if frame.epoch == position.epoch and 0 < frame.offset <= position.offset:
                     continue  # at or before the position: replayed, or before the start
                 passed = True
@@ -1240,7 +1336,12 @@ class Broadcaster:
             else:
                 track.overflowed = True  # history has them: read again when done
             return
-        elif epoch == track.epoch:
+        else:
+            if epoch != track.epoch:
+                # Another epoch: the history this server followed is gone. Its clients
+                # are told, then the new epoch is followed from its start.
+                track.epoch, track.offset, track.seeded = epoch, 0, False
+                self._lost(channel, epoch, 0, "was lost")
             if offset <= track.offset:
                 return  # delivered already, from history
             if (
@@ -1254,9 +1355,6 @@ class Broadcaster:
                 return
             track.offset = offset
             track.seeded = False
-        else:
-            # Another epoch: the history this server followed is gone.
-            track.epoch, track.offset, track.seeded = epoch, offset, False
         route = self._routes.get(channel)
         frame = self._build(channel, payload, epoch, offset)
         if route and frame is not None:
@@ -1279,18 +1377,18 @@ class Broadcaster:
                 if history is None or backend is None or channel not in self._routes:
                     break
                 page = await backend.read_history(channel, history, track.offset, _REPLAY_BATCH)
-                if page.position.epoch != track.epoch:
-                    self._counters.recoveries_failed += 1
-                    self._log_limited(
-                        f"gap:{channel}", "wsbridge: history of %r was lost; events missed", channel
-                    )
-                    break
+                top = page.position
+                if top.epoch != track.epoch:
+                    # The history was lost: follow the new epoch from its start.
+                    track.epoch, track.offset, track.seeded = top.epoch, 0, False
+                    self._lost(channel, top.epoch, 0, "was lost")
+                    continue
                 entries = page.entries
-                if entries and entries[0][0] != track.offset + 1:
-                    self._counters.recoveries_failed += 1
-                    self._log_limited(
-                        f"gap:{channel}", "wsbridge: history of %r trimmed; events missed", channel
-                    )
+                first = entries[0][0] if entries else top.offset + 1
+                if first != track.offset + 1:
+                    # Trimmed or expired before the server read it.
+                    track.offset = first - 1
+                    self._lost(channel, top.epoch, track.offset, "was trimmed")
                 route = self._routes.get(channel)
                 for offset, data in entries:
                     if offset <= track.offset:
@@ -1313,6 +1411,22 @@ class Broadcaster:
             if overflowed and track.catching is None and self._connected:
                 self._catch_up_soon(channel)
 
+    def _lost(self, channel: str, epoch: str, offset: int, how: str) -> None:
+        """Tell the exact subscribers of ``channel`` that events before a position are lost.
+
+        The server could not read back what it missed: never a silent gap, each client
+        gets a ``position`` frame with ``recovered: false``, in order with the events.
+        """
+        self._counters.recoveries_failed += 1
+        self._counters.bump(channel, "recoveries_failed")
+        self._log_limited(
+            f"gap:{channel}", "wsbridge: history of %r %s; clients told of the gap", channel, how
+        )
+        route = self._routes.get(channel)
+        if route:
+            text = protocol.position_frame(channel, epoch, offset, recovered=False)
+            self._fan_out(route, _PositionFrame(channel, text, epoch, offset), None)
+
     def _fan_out(self, route: dict[Subscriber, None], frame: Frame, pattern: str | None) -> None:
         targets: Iterable[Subscriber] = route
         if pattern is not None:
@@ -1322,6 +1436,8 @@ class Broadcaster:
                 for s in route
                 if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
             )
+            if frame.offset:
+                targets = _announced(targets, frame)
         # Subscriber.push, with its common case inline: this runs once per delivery.
         # Connections of a group are offered the frame together, in one call per group.
         taken = 0

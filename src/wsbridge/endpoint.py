@@ -680,7 +680,10 @@ class Endpoint:
                     subscriber.send_text(reply.text)
             if command.ack is not None:
                 acked = [ch for ch in command.ack if ch not in refused]
-                positions = {ch: r.as_json() for ch, r in resumed.items() if ch in acked}
+                since = command.since or {}
+                positions = {
+                    ch: r.as_json() for ch, r in resumed.items() if ch in acked or ch in since
+                }
                 subscriber.send_text(
                     protocol.subscription_ack(
                         "subscribed", acked, request_id=command.request_id, positions=positions

@@ -5,7 +5,7 @@ Server to client:
 * an event: ``{"channel": "<channel>", "data": <payload>}`` (the reference format), with
   ``"offset": <n>`` on a channel with history;
 * control frames, all with a ``type``: ``pong``, ``subscribed`` (with ``positions`` for
-  channels with history), ``unsubscribed``, ``error`` and ``broker``.
+  channels with history), ``unsubscribed``, ``error``, ``broker`` and ``position``.
 
 Client to server: ``{"type": "ping"}``, and the additive extensions
 ``{"type": "subscribe", "channels": [...]}`` (optionally with ``"since"`` to resume) /
@@ -44,6 +44,7 @@ __all__ = [
     "encode_event",
     "error_frame",
     "loads",
+    "position_frame",
     "subscription_ack",
     "websocket_text_frame",
 ]
@@ -217,3 +218,21 @@ def websocket_text_frame(payload: bytes) -> bytes:
 def broker_status_frame(status: str) -> str:
     """Build ``{"type": "broker", "status": "down" | "up"}``."""
     return dumps({"type": "broker", "status": status})
+
+
+def position_frame(channel: str, epoch: str, offset: int, *, recovered: bool | None) -> str:
+    """Build ``{"type": "position", "channel", "epoch", "offset"}``.
+
+    The events of ``channel`` that follow on this connection come after ``offset`` of
+    ``epoch``. ``recovered=False`` (sent as ``"recovered": false``): events before that
+    position were lost; ``None``: the member is left out (nothing is known to be lost).
+    """
+    frame: dict[str, object] = {
+        "type": "position",
+        "channel": channel,
+        "epoch": epoch,
+        "offset": offset,
+    }
+    if recovered is not None:
+        frame["recovered"] = recovered
+    return dumps(frame)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from wsbridge import protocol
-from wsbridge.channel import DEFAULT_MAX_CHANNEL_LENGTH, validate_channel
+from wsbridge.channel import DEFAULT_MAX_CHANNEL_LENGTH, glob_match, is_pattern, validate_channel
 from wsbridge.exceptions import ConfigurationError, InvalidChannelError
 from wsbridge.history import MAX_OFFSET, Position, valid_epoch
 from wsbridge.protocol import ErrorCode
@@ -250,10 +250,10 @@ class Session:
                     request_id,
                 )
             ]
-        since = _since_field(frame, channels)
+        since = _since_field(frame, channels, self._limits)
         if isinstance(since, Reply):
             return [_with_id(since, request_id)]
-        since = {ch: pos for ch, pos in since.items() if ch in accepted}
+        since = {ch: pos for ch, pos in since.items() if _covers(accepted, ch)}
         for ch in new:
             self._subs[ch] = None
         # Every well-formed request is acknowledged, with an empty list when nothing of it
@@ -339,21 +339,44 @@ class Session:
             self._subs.pop(ch, None)
 
 
-def _since_field(frame: dict[str, object], channels: list[str]) -> dict[str, Position] | Reply:
+def _valid_name(channel: str, limits: SessionLimits) -> bool:
+    try:
+        validate_channel(channel, max_length=limits.max_channel_length)
+    except InvalidChannelError:
+        return False
+    return True
+
+
+def _covers(channels: list[str], channel: str) -> bool:
+    """Whether ``channel`` is in ``channels`` or, not a pattern itself, matches a pattern."""
+    if channel in channels:
+        return True
+    return not is_pattern(channel) and any(
+        is_pattern(p) and glob_match(p, channel) for p in channels
+    )
+
+
+def _since_field(
+    frame: dict[str, object], channels: list[str], limits: SessionLimits
+) -> dict[str, Position] | Reply:
     raw = frame.get("since")
     if raw is None:
         return {}
     bad = Reply(
         protocol.error_frame(
             ErrorCode.INVALID_FIELD,
-            '"since" must map channels of "channels" to {"epoch": string, "offset": integer}',
+            '"since" must map channels of "channels", or channels a pattern of it matches, '
+            'to {"epoch": string, "offset": integer}',
         )
     )
-    if not isinstance(raw, dict) or len(raw) > len(channels):
+    # Through patterns a client may resume more channels than it names, up to its limit.
+    if not isinstance(raw, dict) or len(raw) > max(len(channels), limits.max_subscriptions):
         return bad
     since: dict[str, Position] = {}
     for ch, position in raw.items():
-        if ch not in channels or not isinstance(position, dict):
+        if not isinstance(position, dict) or not _valid_name(ch, limits):
+            return bad
+        if not _covers(channels, ch):
             return bad
         epoch = position.get("epoch")
         offset = position.get("offset")

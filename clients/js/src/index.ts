@@ -17,10 +17,17 @@ import {
   parseFrame,
   tokenExpiry,
 } from "./protocol.js";
-import type { AckFrame, AckPosition, ErrorFrame, EventFrame, Position } from "./protocol.js";
+import type {
+  AckFrame,
+  AckPosition,
+  ErrorFrame,
+  EventFrame,
+  Position,
+  PositionFrame,
+} from "./protocol.js";
 
 export { CloseCode, isPattern, parseFrame, tokenExpiry } from "./protocol.js";
-export type { AckPosition, EventFrame, ParsedFrame, Position } from "./protocol.js";
+export type { AckPosition, EventFrame, ParsedFrame, Position, PositionFrame } from "./protocol.js";
 
 /** The package's version, the same as the Python package's. */
 export const VERSION = "0.1.0-dev.0";
@@ -740,6 +747,9 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
       case "broker":
         this.emit("broker", { status: parsed.frame.status });
         break;
+      case "position":
+        this.onPosition(parsed.frame);
+        break;
       case "other":
         break;
     }
@@ -807,6 +817,16 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
       this.emit("unrecovered", { channel, position: { ...fresh } });
     }
     // Same epoch, held already: events in flight carry on from the known offset.
+  }
+
+  /** The server says where a channel's next events start; `recovered: false`: some were lost. */
+  private onPosition(frame: PositionFrame): void {
+    const known = this.positions.get(frame.channel);
+    const lost = frame.recovered === false || (known !== undefined && known.epoch !== frame.epoch);
+    const fresh = { epoch: frame.epoch, offset: frame.offset };
+    // Only channels this client resumes keep a position (not those reached through a pattern).
+    if (known !== undefined && lost) this.positions.set(frame.channel, fresh);
+    if (lost) this.emit("unrecovered", { channel: frame.channel, position: { ...fresh } });
   }
 
   private onError(frame: ErrorFrame): void {

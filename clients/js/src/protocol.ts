@@ -37,6 +37,16 @@ export interface ErrorFrame {
   channel?: string;
 }
 
+/** `{"type": "position"}`: the channel's next events come after `offset` of `epoch`. */
+export interface PositionFrame {
+  type: "position";
+  channel: string;
+  epoch: string;
+  offset: number;
+  /** `false`: events before this position were lost. */
+  recovered?: boolean;
+}
+
 export interface BrokerFrame {
   type: "broker";
   status: "up" | "down";
@@ -80,6 +90,7 @@ export type ParsedFrame =
   | { kind: "ack"; frame: AckFrame }
   | { kind: "error"; frame: ErrorFrame }
   | { kind: "broker"; frame: BrokerFrame }
+  | { kind: "position"; frame: PositionFrame }
   | { kind: "pong" }
   | { kind: "other" };
 
@@ -148,6 +159,22 @@ export function parseFrame(data: unknown): ParsedFrame {
     if (isId(value["id"])) frame.id = value["id"];
     if (typeof value["channel"] === "string") frame.channel = value["channel"];
     return { kind: "error", frame };
+  }
+  if (
+    type === "position" &&
+    typeof value["channel"] === "string" &&
+    typeof value["epoch"] === "string" &&
+    Number.isSafeInteger(value["offset"]) &&
+    (value["offset"] as number) >= 0
+  ) {
+    const frame: PositionFrame = {
+      type,
+      channel: value["channel"],
+      epoch: value["epoch"],
+      offset: value["offset"] as number,
+    };
+    if (typeof value["recovered"] === "boolean") frame.recovered = value["recovered"];
+    return { kind: "position", frame };
   }
   if (type === "broker" && (value["status"] === "up" || value["status"] === "down")) {
     return { kind: "broker", frame: { type, status: value["status"] } };

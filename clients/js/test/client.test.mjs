@@ -189,6 +189,31 @@ test("a channel that cannot be recovered is reported with its new position", asy
   client.close();
 });
 
+test("a position frame reports a gap the server could not fill, and moves the position", async () => {
+  const client = newClient({ channels: ["trade:executed"] });
+  const ws = await socketNumber(0);
+  await openWithResume(ws, { "trade:executed": { epoch: "e1", offset: 5 } });
+  ws.deliver({ channel: "trade:executed", data: {}, offset: 6 });
+  const unrecovered = nextEvent(client, "unrecovered");
+  ws.deliver({ type: "position", channel: "trade:executed", epoch: "e2", offset: 0, recovered: false });
+  assert.deepEqual(await unrecovered, {
+    channel: "trade:executed",
+    position: { epoch: "e2", offset: 0 },
+  });
+  assert.deepEqual(client.position("trade:executed"), { epoch: "e2", offset: 0 });
+  const offsets = [];
+  client.on("trade:executed", (_data, event) => offsets.push(event.offset));
+  ws.deliver({ channel: "trade:executed", data: {}, offset: 1 });
+  assert.deepEqual(offsets, [1], "the new epoch's first event is not taken for a repeat");
+  // Without "recovered" and in the same epoch, nothing was lost: no event, no change.
+  let reported = 0;
+  client.addListener("unrecovered", () => reported++);
+  ws.deliver({ type: "position", channel: "trade:executed", epoch: "e2", offset: 1 });
+  assert.equal(reported, 0);
+  assert.deepEqual(client.position("trade:executed"), { epoch: "e2", offset: 1 });
+  client.close();
+});
+
 test("what does not fit in the queue is rejected, not dropped", async () => {
   const client = newClient({ maxQueue: 2 });
   await socketNumber(0); // never opens
@@ -354,6 +379,14 @@ test("hostile frames are ignored", () => {
   assert.equal(parseFrame(new Uint8Array(2)).kind, "other");
   const event = parseFrame('{"channel":"c","data":null,"offset":-3}');
   assert.deepEqual(event, { kind: "event", frame: { channel: "c", data: null } });
+  for (const raw of [
+    '{"type":"position","channel":"c","epoch":"e"}',
+    '{"type":"position","channel":"c","epoch":"e","offset":-1}',
+    '{"type":"position","channel":"c","epoch":7,"offset":1}',
+    '{"type":"position","epoch":"e","offset":1}',
+  ]) {
+    assert.equal(parseFrame(raw).kind, "other", raw);
+  }
 });
 
 test("tokenExpiry reads a JWT's exp and nothing else", () => {

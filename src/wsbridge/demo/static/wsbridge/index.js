@@ -582,6 +582,9 @@ export class WsbridgeClient {
             case "broker":
                 this.emit("broker", { status: parsed.frame.status });
                 break;
+            case "position":
+                this.onPosition(parsed.frame);
+                break;
             case "other":
                 break;
         }
@@ -656,6 +659,17 @@ export class WsbridgeClient {
             this.emit("unrecovered", { channel, position: { ...fresh } });
         }
         // Same epoch, held already: events in flight carry on from the known offset.
+    }
+    /** The server says where a channel's next events start; `recovered: false`: some were lost. */
+    onPosition(frame) {
+        const known = this.positions.get(frame.channel);
+        const lost = frame.recovered === false || (known !== undefined && known.epoch !== frame.epoch);
+        const fresh = { epoch: frame.epoch, offset: frame.offset };
+        // Only channels this client resumes keep a position (not those reached through a pattern).
+        if (known !== undefined && lost)
+            this.positions.set(frame.channel, fresh);
+        if (lost)
+            this.emit("unrecovered", { channel: frame.channel, position: { ...fresh } });
     }
     onError(frame) {
         const error = new WsbridgeError(frame.code, frame.message, frame.channel);

@@ -414,3 +414,55 @@ async def test_control_frames_become_statuses_and_malformed_ones_are_ignored() -
         ("broker_up", "up"),
     ]
     assert server.close_codes == [1000]  # a clean close on leaving "async with"
+
+
+async def test_gaps_and_position_frames_are_reported_as_not_recovered() -> None:
+    def event(offset: int | None) -> str:
+        frame: dict[str, Any] = {"channel": "c", "data": {"at": offset}}
+        if offset is not None:
+            frame["offset"] = offset
+        return json.dumps(frame)
+
+    def position(epoch: object, offset: object, **extra: object) -> str:
+        return json.dumps(
+            {"type": "position", "channel": "c", "epoch": epoch, "offset": offset, **extra}
+        )
+
+    async def script(ws: ServerConnection) -> None:
+        positions = {"c": {"epoch": "e1", "offset": 0}}
+        await ws.send(json.dumps({"type": "subscribed", "channels": ["c"], "positions": positions}))
+        await ws.send(event(1))
+        await ws.send(event(3))  # skips 2: a gap nobody announced
+        await ws.send(event(None))  # a plain PUBLISH: no offset, no effect on the position
+        await ws.send(event(4))
+        await ws.send(position("e2", 0, recovered=False))  # the server lost the history
+        await ws.send(event(1))
+        for hostile in (position(5, 1), position("e2", -1), position("e2", True)):
+            await ws.send(hostile)
+        await ws.send(position("e2", 1))  # same epoch, nothing lost: no status
+        await ws.send(position("e3", 7))  # another epoch: lost, even unannounced
+        await ws.send('{"type":"broker","status":"up"}')
+
+    async with scripted(script) as server:
+        items: list[Event | Status] = []
+        async with Client(server.url) as client:
+            with anyio.fail_after(scaled(10)):
+                async for item in client.updates():
+                    items.append(item)
+                    if isinstance(item, Status) and item.kind == "broker_up":
+                        break
+            positions = client.positions
+    shown = [(i.kind, i.detail) if isinstance(i, Status) else i.offset for i in items]
+    assert shown == [
+        ("connected", server.url),
+        1,
+        ("not_recovered", "c"),
+        3,
+        None,
+        4,
+        ("not_recovered", "c"),
+        1,
+        ("not_recovered", "c"),
+        ("broker_up", "up"),
+    ]
+    assert positions["c"] == ("e3", 7)

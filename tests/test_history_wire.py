@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import pytest
+import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from tests.support.apps import serve
@@ -20,6 +22,9 @@ from tests.support.client import Client, close_all, connect_many
 from tests.support.redis_server import scaled
 from tests.support.servers import ServerThread
 from wsbridge import Broadcaster, Endpoint
+from wsbridge.backends.redis import history_keys
+from wsbridge.client import Client as WsClient
+from wsbridge.client import Event, Item, Status
 from wsbridge.history import History
 from wsbridge.schema import DeliveryKind, Registry
 
@@ -249,3 +254,158 @@ async def test_100_clients_resume_while_events_are_published(harness: Harness) -
         assert got == list(range(start + 1, total + 1)), (start, got[:10])
     clients = await connect_many(harness.url, 1)
     await close_all(clients)
+
+
+# -- resume through a pattern ------------------------------------------------------------
+
+
+async def test_resume_through_a_pattern(harness: Harness) -> None:
+    pattern = harness.ch("ev:p*")
+    a, b = harness.ch("ev:p1"), harness.ch("ev:p2")
+    first = await Client.connect(harness.url)
+    ack = await subscribe(first, {"channels": [pattern]})
+    assert "positions" not in ack
+    await harness.publish(a, {"n": 1})
+    await harness.publish(b, {"n": 1})
+    # The first event of each channel reached through the pattern comes after its
+    # position, so the client learns the epoch it needs to resume.
+    frames = [await first.recv() for _ in range(4)]
+    told = {f["channel"]: f for f in frames if f.get("type") == "position"}
+    assert set(told) == {a, b}
+    for channel in (a, b):
+        assert told[channel]["offset"] == 0
+        assert "recovered" not in told[channel]
+        events_of = [f for f in frames if "type" not in f and f["channel"] == channel]
+        assert [e["offset"] for e in events_of] == [1]
+        assert frames.index(told[channel]) < frames.index(events_of[0])
+    await first.close()
+    await harness.publish(a, {"n": 2})
+    await harness.publish(a, {"n": 3})
+    await harness.publish(b, {"n": 2})
+
+    again = await Client.connect(harness.url)
+    since = {ch: {"epoch": told[ch]["epoch"], "offset": 1} for ch in (a, b)}
+    ack = await subscribe(again, {"channels": [pattern], "since": since, "id": 4})
+    assert ack["channels"] == [pattern]
+    assert ack["positions"] == {
+        a: {"epoch": told[a]["epoch"], "offset": 3, "recovered": True},
+        b: {"epoch": told[b]["epoch"], "offset": 2, "recovered": True},
+    }
+    await harness.publish(a, {"n": 4})
+    await harness.publish(b, {"n": 3})
+    got = await events(again, 5)
+    assert [(e["data"]["n"], e["offset"]) for e in got if e["channel"] == a] == [
+        (2, 2),
+        (3, 3),
+        (4, 4),
+    ]
+    assert [(e["data"]["n"], e["offset"]) for e in got if e["channel"] == b] == [(2, 2), (3, 3)]
+    # Nothing more: no repeated event and no position frame.
+    await again.pinged()
+    await again.close()
+
+
+async def test_resume_through_a_pattern_that_cannot_recover(harness: Harness) -> None:
+    pattern = harness.ch("ev:q*")
+    channel = harness.ch("ev:q1")
+    await harness.publish(channel, {"n": 1})
+    client = await Client.connect(harness.url)
+    since = {channel: {"epoch": "gone", "offset": 1}}
+    ack = await subscribe(client, {"channels": [pattern], "since": since})
+    assert ack["positions"][channel]["recovered"] is False
+    assert ack["positions"][channel]["offset"] == 1
+    await harness.publish(channel, {"n": 2})
+    assert (await client.recv_event())["offset"] == 2
+    await client.pinged()
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["ev:r1"],  # no pattern of the request covers it
+        ["ev:r*", "ev:r1*"],  # a pattern as a key
+        ["ev:r*", "bad name"],
+    ],
+)
+async def test_since_outside_the_patterns_gets_an_error_frame(
+    harness: Harness, names: list[str]
+) -> None:
+    channels = [harness.ch(n) for n in names[:1]]
+    since = {harness.ch(n): {"epoch": "e", "offset": 1} for n in names[1:] or ["ev:s1"]}
+    client = await Client.connect(harness.url)
+    await client.send_json({"type": "subscribe", "channels": channels, "since": since})
+    reply = await client.recv()
+    assert reply["type"] == "error"
+    assert reply["code"] == "invalid_field"
+    await client.pinged()
+    await client.close()
+
+
+async def test_the_python_client_resumes_through_a_pattern(harness: Harness) -> None:
+    pattern = harness.ch("ev:w*")
+    channel = harness.ch("ev:w1")
+    async with WsClient(harness.url, channels=[pattern], reconnect_delay=0.05) as client:
+        await client.wait_connected()
+        await harness.publish(channel, {"n": 1})
+        first = await _next_event(client)
+        assert first.offset == 1
+        epoch = client.positions[channel][0]
+        # The server closes this client: it reconnects and resumes through the pattern.
+        await harness.server.acall(harness.broadcaster.close_clients)
+        with anyio.fail_after(scaled(10)):
+            async for item in client.updates():
+                if isinstance(item, Status) and item.kind == "connected":
+                    break
+        assert client.connections == 2
+        await harness.publish(channel, {"n": 2})
+        second = await _next_event(client)
+        assert (second.offset, second.data) == (2, {"n": 2})
+        assert client.positions[channel] == (epoch, 2)
+        assert client.subscriptions == (pattern,)
+
+
+async def _next_event(client: WsClient) -> Event:
+    with anyio.fail_after(scaled(10)):
+        async for item in client.updates():
+            if isinstance(item, Status):
+                assert item.kind != "not_recovered", item
+                continue
+            return item
+    raise AssertionError("the client stopped")
+
+
+# -- gaps the server cannot fill ------------------------------------------------------------
+
+REDIS_SETUPS = [p for p in SETUPS if "redis" in str(p.id)]
+
+
+@pytest.mark.parametrize("harness", REDIS_SETUPS, indirect=True)
+async def test_the_python_client_reports_a_gap_the_server_tells(
+    harness: Harness, redis_url: str
+) -> None:
+    channel = harness.ch("ev:gap")
+    async with WsClient(harness.url, channels=[channel]) as client:
+        await client.wait_connected()
+        await harness.publish(channel, {"n": 1})
+        assert (await _next_event(client)).offset == 1
+        old = client.positions[channel][0]
+        admin = aioredis.from_url(redis_url)
+        try:
+            await admin.delete(*history_keys(channel))  # as an eviction or a restart would
+        finally:
+            await admin.aclose()
+        await harness.publish(channel, {"n": 2})
+        seen: list[Item] = []
+        with anyio.fail_after(scaled(10)):
+            async for item in client.updates():
+                seen.append(item)
+                if isinstance(item, Event):
+                    break
+        assert Status("not_recovered", channel) in seen
+        event = seen[-1]
+        assert isinstance(event, Event)
+        assert (event.offset, event.data) == (1, {"n": 2})
+        new, offset = client.positions[channel]
+        assert new != old
+        assert offset == 1

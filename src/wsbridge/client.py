@@ -640,7 +640,11 @@ class Client:
             for ch, p in self._positions.items()
             if p[0] is not None and ch not in self._removed
         }
-        resumed = dict.fromkeys([*self._added, *since])
+        # A channel reached through a pattern is resumed through that pattern, not
+        # subscribed on its own.
+        resumed = dict.fromkeys(
+            [*self._added, *(ch for ch in since if not self._through_pattern(ch))]
+        )
         for kind, channels in (("subscribe", resumed), ("unsubscribe", self._removed)):
             if channels:
                 request_id = next(self._ids)
@@ -662,6 +666,11 @@ class Client:
         with anyio.move_on_after(self._request_timeout):
             await self._ready.wait()
         self._mark_ready()  # the server did not answer in time: go on without it
+
+    def _through_pattern(self, channel: str) -> bool:
+        return channel not in self._added and any(
+            is_pattern(w) and glob_match(w, channel) for w in self._added
+        )
 
     def _mark_ready(self) -> None:
         if not self._ready.is_set():
@@ -780,6 +789,30 @@ class Client:
             else:
                 position[0], position[1] = epoch, offset
 
+    def _repositioned(self, frame: dict[str, Any]) -> None:
+        """Take a ``position`` frame: where a channel's next events start."""
+        channel, epoch, offset = frame.get("channel"), frame.get("epoch"), frame.get("offset")
+        if (
+            not isinstance(channel, str)
+            or not isinstance(epoch, str)
+            or not isinstance(offset, int)
+            or isinstance(offset, bool)
+            or offset < 0
+        ):
+            return
+        position = self._positions.get(channel)
+        lost = frame.get("recovered") is False or (
+            position is not None and position[0] not in (None, epoch)
+        )
+        if lost:
+            self._status(Status("not_recovered", channel))
+        self._probes.pop(channel, None)
+        if position is None:
+            if len(self._positions) < 10_000:
+                self._positions[channel] = [epoch, offset]
+        elif lost or position[0] is None:
+            position[0], position[1] = epoch, offset
+
     def _control(self, kind: object, frame: dict[str, Any]) -> None:
         if kind == "pong":
             self._last_pong = time.monotonic()
@@ -788,6 +821,9 @@ class Client:
             return
         if kind == "subscribed":
             self._positioned(frame.get("positions"))
+        elif kind == "position":
+            self._repositioned(frame)
+            return
         request_id = frame.get("id")
         if isinstance(request_id, int) and request_id in self._restoring:
             self._restored(kind, request_id, frame)

@@ -279,6 +279,56 @@ async def test_serve_channels_and_patterns_from_the_environment(
         assert child.stop() == 0
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("by", ["option", "environment"])
+async def test_serve_max_replay_bounds_a_resume(redis_url: str, by: str) -> None:
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    channel = "trade:executed"
+    if by == "option":
+        child = start_serve("--redis", redis_url, "--port", str(port), "--max-replay", "2")
+    else:
+        child = start_serve(
+            "--redis",
+            redis_url,
+            "--port",
+            str(port),
+            WSBRIDGE_MAX_REPLAY="2",
+            WSBRIDGE_SERVER="uvicorn",
+        )
+    try:
+        async with Broadcaster(redis_url, registry=registry) as publisher:
+            [client] = await subscribed(url)
+            await client.send_json({"type": "subscribe", "channels": [channel], "id": 1})
+            ack = await client.recv()
+            start = ack["positions"][channel]
+            await client.close()
+            for _ in range(3):
+                await publisher.publish(channel, TRADE)  # missed: 3 events
+
+            async def resume(after: int) -> tuple[dict[str, Any], Client]:
+                again = await Client.connect(url)
+                since = {channel: {"epoch": start["epoch"], "offset": after}}
+                await again.send_json(
+                    {"type": "subscribe", "channels": [channel], "since": since, "id": 2}
+                )
+                return await again.recv(), again
+
+            ack, far = await resume(start["offset"])  # 3 behind: beyond --max-replay 2
+            assert ack["positions"][channel]["recovered"] is False
+            assert ack["positions"][channel]["offset"] == start["offset"] + 3
+            await far.pinged()  # nothing replayed before the pong
+            ack, near = await resume(start["offset"] + 1)  # 2 behind
+            assert ack["positions"][channel]["recovered"] is True
+            replayed = [(await near.recv_event())["offset"] for _ in range(2)]
+            assert replayed == [start["offset"] + 2, start["offset"] + 3]
+            await far.close()
+            await near.close()
+    finally:
+        assert child.stop() == 0
+    assert "Traceback" not in child.output()
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_serve_closes_every_client_with_1001_and_exits_0(

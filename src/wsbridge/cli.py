@@ -75,6 +75,7 @@ ENV = {
     "rate": "WSBRIDGE_RATE",
     "buffer_messages": "WSBRIDGE_BUFFER_MESSAGES",
     "buffer_bytes": "WSBRIDGE_BUFFER_BYTES",
+    "max_replay": "WSBRIDGE_MAX_REPLAY",
     "overflow": "WSBRIDGE_OVERFLOW",
     "allowed_origin": "WSBRIDGE_ALLOWED_ORIGINS",
     "allow": "WSBRIDGE_ALLOW",
@@ -476,6 +477,15 @@ def _channel_list(channels: Sequence[str]) -> list[str]:
     help="Bytes queued for one client before --overflow applies.",
 )
 @_option(
+    "--max-replay",
+    env="max_replay",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Missed events replayed, at most, to a client that resumes a channel with history; "
+    "one further behind is told recovered: false. 0: resume only what missed nothing.",
+)
+@_option(
     "--overflow",
     env="overflow",
     type=click.Choice([p.value for p in OverflowPolicy]),
@@ -633,6 +643,7 @@ def serve(
     rate: float,
     buffer_messages: int,
     buffer_bytes: int,
+    max_replay: int,
     overflow: str,
     allowed_origins: tuple[str, ...],
     allow: tuple[str, ...],
@@ -729,6 +740,7 @@ def serve(
             limits=limits,
             max_buffer_messages=buffer_messages,
             max_buffer_bytes=buffer_bytes,
+            max_replay=max_replay,
             overflow=overflow,
             idle_timeout=idle_timeout or None,
             allowed_origins=list(allowed_origins) or None,

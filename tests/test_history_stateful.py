@@ -1,10 +1,13 @@
 """A state machine against a real redis-server: publishes, clients that drop and resume,
-and the bridge's broker connection killed (``CLIENT KILL TYPE pubsub``), at random.
+the bridge's broker connection killed (``CLIENT KILL TYPE pubsub``) and the history
+trimmed, at random.
 
 The model is the published sequence per channel. At the end every client, connected or
 resumed once more, must have seen exactly that sequence from where it started, each
-event once and in order; or, for a channel it was told it could not recover, a gapless
-run of it from the position it was given up to the end.
+event once and in order; or, for a channel it was told it could not recover (by the
+acknowledgement of its resume, or by a ``position`` frame when the bridge itself could
+not read back what it missed), a gapless run of it from the position it was given up to
+the end.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from hypothesis.stateful import (
 
 from tests.support.redis_server import scaled
 from wsbridge import Broadcaster
+from wsbridge.backends.redis import history_keys
 from wsbridge.broadcaster import Subscriber
 from wsbridge.history import History, Position
 from wsbridge.schema import Registry
@@ -120,9 +124,17 @@ class Recovery(RuleBasedStateMachine):
         assert subscriber is not None
         frames = self.portal.call(self._take, subscriber)
         for frame in frames:
-            event = json.loads(frame.text)
-            if "channel" in event:
-                client.seen[event["channel"]].offsets.append(event["offset"])
+            self._see(client, json.loads(frame.text))
+
+    @staticmethod
+    def _see(client: Model, frame: dict[str, Any]) -> None:
+        if frame.get("type") == "position":
+            # The server could not fill a gap: a gapless run from the position given.
+            assert frame["recovered"] is False, frame
+            seen = client.seen[frame["channel"]]
+            seen.epoch, seen.start, seen.offsets = frame["epoch"], frame["offset"], []
+        elif "type" not in frame:
+            client.seen[frame["channel"]].offsets.append(frame["offset"])
 
     @staticmethod
     async def _take(subscriber: Subscriber) -> list[Any]:
@@ -136,9 +148,7 @@ class Recovery(RuleBasedStateMachine):
                 frames = await subscriber.get()
                 assert frames, (subscriber.close_code, subscriber.close_reason)
                 for frame in frames:
-                    event = json.loads(frame.text)
-                    if "channel" in event:
-                        client.seen[event["channel"]].offsets.append(event["offset"])
+                    self._see(client, json.loads(frame.text))
 
     # -- rules -------------------------------------------------------------------------
 
@@ -171,6 +181,11 @@ class Recovery(RuleBasedStateMachine):
     @rule()
     def kill_the_bridges_broker_connection(self) -> None:
         self.admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+
+    @rule(channel=st.sampled_from([0, 1]))
+    def trim_the_history(self, channel: int) -> None:
+        # As MAXLEN or an expiry would: the epoch stays, the events are gone.
+        self.admin.xtrim(history_keys(self.channels[channel])[0], maxlen=0)
 
     @invariant()
     def never_a_duplicate_or_a_gap(self) -> None:

@@ -425,7 +425,7 @@ async def test_gaps_and_position_frames_are_reported_as_not_recovered() -> None:
 
     def position(epoch: object, offset: object, **extra: object) -> str:
         return json.dumps(
-            {"type": "position", "channel": "c", "epoch": epoch, "offset": offset, **extra}
+            {"type": "position", "positions": {"c": {"epoch": epoch, "offset": offset, **extra}}}
         )
 
     async def script(ws: ServerConnection) -> None:
@@ -437,7 +437,14 @@ async def test_gaps_and_position_frames_are_reported_as_not_recovered() -> None:
         await ws.send(event(4))
         await ws.send(position("e2", 0, recovered=False))  # the server lost the history
         await ws.send(event(1))
-        for hostile in (position(5, 1), position("e2", -1), position("e2", True)):
+        for hostile in (
+            position(5, 1),
+            position("e2", -1),
+            position("e2", True),
+            '{"type":"position","positions":[1]}',
+            '{"type":"position","positions":{"c":3}}',
+            '{"type":"position"}',
+        ):
             await ws.send(hostile)
         await ws.send(position("e2", 1))  # same epoch, nothing lost: no status
         await ws.send(position("e3", 7))  # another epoch: lost, even unannounced

@@ -497,10 +497,7 @@ async def test_a_trimmed_gap_is_told_with_a_position_frame(redis_url: str) -> No
         frames = await take(s, 3)
         assert frames[0] == {
             "type": "position",
-            "channel": channel,
-            "epoch": epoch,
-            "offset": 3,
-            "recovered": False,
+            "positions": {channel: {"epoch": epoch, "offset": 3, "recovered": False}},
         }
         assert [(f["offset"], f["data"]["n"]) for f in frames[1:]] == [(4, 4), (5, 5)]
         await nothing_more(s, b, channel)
@@ -551,9 +548,8 @@ async def test_a_lost_history_is_told_with_a_position_frame(
                 assert got, "subscriber closed"
                 frames.extend(json.loads(f.text) for f in got)
         frames = [f for f in frames if f.get("type") != "broker"]
-        position = frames[0]
-        assert position["type"] == "position"
-        assert position["channel"] == channel
+        assert frames[0]["type"] == "position"
+        position = frames[0]["positions"][channel]
         assert position["epoch"] != old.epoch
         assert position["offset"] == 0
         assert position["recovered"] is False

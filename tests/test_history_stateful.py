@@ -130,9 +130,10 @@ class Recovery(RuleBasedStateMachine):
     def _see(client: Model, frame: dict[str, Any]) -> None:
         if frame.get("type") == "position":
             # The server could not fill a gap: a gapless run from the position given.
-            assert frame["recovered"] is False, frame
-            seen = client.seen[frame["channel"]]
-            seen.epoch, seen.start, seen.offsets = frame["epoch"], frame["offset"], []
+            for channel, position in frame["positions"].items():
+                assert position["recovered"] is False, frame
+                seen = client.seen[channel]
+                seen.epoch, seen.start, seen.offsets = position["epoch"], position["offset"], []
         elif "type" not in frame:
             client.seen[frame["channel"]].offsets.append(frame["offset"])
 

@@ -789,29 +789,35 @@ class Client:
             else:
                 position[0], position[1] = epoch, offset
 
-    def _repositioned(self, frame: dict[str, Any]) -> None:
-        """Take a ``position`` frame: where a channel's next events start."""
-        channel, epoch, offset = frame.get("channel"), frame.get("epoch"), frame.get("offset")
-        if (
-            not isinstance(channel, str)
-            or not isinstance(epoch, str)
-            or not isinstance(offset, int)
-            or isinstance(offset, bool)
-            or offset < 0
-        ):
+    def _repositioned(self, positions: object) -> None:
+        """Take a ``position`` frame: where channels' next events start."""
+        if not isinstance(positions, dict):
             return
-        position = self._positions.get(channel)
-        lost = frame.get("recovered") is False or (
-            position is not None and position[0] not in (None, epoch)
-        )
-        if lost:
-            self._status(Status("not_recovered", channel))
-        self._probes.pop(channel, None)
-        if position is None:
-            if len(self._positions) < 10_000:
-                self._positions[channel] = [epoch, offset]
-        elif lost or position[0] is None:
-            position[0], position[1] = epoch, offset
+        for channel, found in positions.items():
+            if not isinstance(channel, str) or not isinstance(found, dict):
+                continue
+            epoch, offset = found.get("epoch"), found.get("offset")
+            if (
+                not isinstance(epoch, str)
+                or not isinstance(offset, int)
+                or isinstance(offset, bool)
+                or offset < 0
+            ):
+                continue
+            position = self._positions.get(channel)
+            lost = found.get("recovered") is False or (
+                position is not None and position[0] not in (None, epoch)
+            )
+            if lost:
+                self._status(Status("not_recovered", channel))
+            self._probes.pop(channel, None)
+            if position is None:
+                if len(self._positions) < 10_000:
+                    self._positions[channel] = [epoch, offset]
+            elif lost:
+                position[0], position[1] = epoch, offset
+            elif position[0] is None:
+                position[0], position[1] = epoch, max(position[1], offset)
 
     def _control(self, kind: object, frame: dict[str, Any]) -> None:
         if kind == "pong":
@@ -822,7 +828,7 @@ class Client:
         if kind == "subscribed":
             self._positioned(frame.get("positions"))
         elif kind == "position":
-            self._repositioned(frame)
+            self._repositioned(frame.get("positions"))
             return
         request_id = frame.get("id")
         if isinstance(request_id, int) and request_id in self._restoring:

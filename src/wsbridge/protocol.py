@@ -221,18 +221,14 @@ def broker_status_frame(status: str) -> str:
 
 
 def position_frame(channel: str, epoch: str, offset: int, *, recovered: bool | None) -> str:
-    """Build ``{"type": "position", "channel", "epoch", "offset"}``.
+    """Build ``{"type": "position", "positions": {channel: {"epoch", "offset"}}}``.
 
     The events of ``channel`` that follow on this connection come after ``offset`` of
     ``epoch``. ``recovered=False`` (sent as ``"recovered": false``): events before that
     position were lost; ``None``: the member is left out (nothing is known to be lost).
+    The frame has no ``channel`` member, so clients that dispatch on it ignore the frame.
     """
-    frame: dict[str, object] = {
-        "type": "position",
-        "channel": channel,
-        "epoch": epoch,
-        "offset": offset,
-    }
+    entry: dict[str, object] = {"epoch": epoch, "offset": offset}
     if recovered is not None:
-        frame["recovered"] = recovered
-    return dumps(frame)
+        entry["recovered"] = recovered
+    return dumps({"type": "position", "positions": {channel: entry}})

@@ -37,14 +37,11 @@ export interface ErrorFrame {
   channel?: string;
 }
 
-/** `{"type": "position"}`: the channel's next events come after `offset` of `epoch`. */
+/** `{"type": "position"}`: per channel, its next events come after `offset` of `epoch`. */
 export interface PositionFrame {
   type: "position";
-  channel: string;
-  epoch: string;
-  offset: number;
-  /** `false`: events before this position were lost. */
-  recovered?: boolean;
+  /** `recovered: false`: events before that position were lost. */
+  positions: Record<string, AckPosition>;
 }
 
 export interface BrokerFrame {
@@ -160,21 +157,10 @@ export function parseFrame(data: unknown): ParsedFrame {
     if (typeof value["channel"] === "string") frame.channel = value["channel"];
     return { kind: "error", frame };
   }
-  if (
-    type === "position" &&
-    typeof value["channel"] === "string" &&
-    typeof value["epoch"] === "string" &&
-    Number.isSafeInteger(value["offset"]) &&
-    (value["offset"] as number) >= 0
-  ) {
-    const frame: PositionFrame = {
-      type,
-      channel: value["channel"],
-      epoch: value["epoch"],
-      offset: value["offset"] as number,
-    };
-    if (typeof value["recovered"] === "boolean") frame.recovered = value["recovered"];
-    return { kind: "position", frame };
+  if (type === "position") {
+    const positions = positionsOf(value["positions"]);
+    if (positions === undefined) return { kind: "other" };
+    return { kind: "position", frame: { type, positions } };
   }
   if (type === "broker" && (value["status"] === "up" || value["status"] === "down")) {
     return { kind: "broker", frame: { type, status: value["status"] } };

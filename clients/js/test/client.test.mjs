@@ -195,7 +195,10 @@ test("a position frame reports a gap the server could not fill, and moves the po
   await openWithResume(ws, { "trade:executed": { epoch: "e1", offset: 5 } });
   ws.deliver({ channel: "trade:executed", data: {}, offset: 6 });
   const unrecovered = nextEvent(client, "unrecovered");
-  ws.deliver({ type: "position", channel: "trade:executed", epoch: "e2", offset: 0, recovered: false });
+  ws.deliver({
+    type: "position",
+    positions: { "trade:executed": { epoch: "e2", offset: 0, recovered: false } },
+  });
   assert.deepEqual(await unrecovered, {
     channel: "trade:executed",
     position: { epoch: "e2", offset: 0 },
@@ -208,7 +211,7 @@ test("a position frame reports a gap the server could not fill, and moves the po
   // Without "recovered" and in the same epoch, nothing was lost: no event, no change.
   let reported = 0;
   client.addListener("unrecovered", () => reported++);
-  ws.deliver({ type: "position", channel: "trade:executed", epoch: "e2", offset: 1 });
+  ws.deliver({ type: "position", positions: { "trade:executed": { epoch: "e2", offset: 1 } } });
   assert.equal(reported, 0);
   assert.deepEqual(client.position("trade:executed"), { epoch: "e2", offset: 1 });
   client.close();
@@ -379,14 +382,12 @@ test("hostile frames are ignored", () => {
   assert.equal(parseFrame(new Uint8Array(2)).kind, "other");
   const event = parseFrame('{"channel":"c","data":null,"offset":-3}');
   assert.deepEqual(event, { kind: "event", frame: { channel: "c", data: null } });
-  for (const raw of [
-    '{"type":"position","channel":"c","epoch":"e"}',
-    '{"type":"position","channel":"c","epoch":"e","offset":-1}',
-    '{"type":"position","channel":"c","epoch":7,"offset":1}',
-    '{"type":"position","epoch":"e","offset":1}',
-  ]) {
+  for (const raw of ['{"type":"position"}', '{"type":"position","positions":[1]}']) {
     assert.equal(parseFrame(raw).kind, "other", raw);
   }
+  const position = parseFrame('{"type":"position","positions":{"c":{"epoch":7,"offset":-1},"d":3}}');
+  // Members of the wrong type are left out; the client skips an entry without epoch and offset.
+  assert.deepEqual(position, { kind: "position", frame: { type: "position", positions: { c: { offset: -1 } } } });
 });
 
 test("tokenExpiry reads a JWT's exp and nothing else", () => {

@@ -660,16 +660,20 @@ export class WsbridgeClient {
         }
         // Same epoch, held already: events in flight carry on from the known offset.
     }
-    /** The server says where a channel's next events start; `recovered: false`: some were lost. */
+    /** The server says where channels' next events start; `recovered: false`: some were lost. */
     onPosition(frame) {
-        const known = this.positions.get(frame.channel);
-        const lost = frame.recovered === false || (known !== undefined && known.epoch !== frame.epoch);
-        const fresh = { epoch: frame.epoch, offset: frame.offset };
-        // Only channels this client resumes keep a position (not those reached through a pattern).
-        if (known !== undefined && lost)
-            this.positions.set(frame.channel, fresh);
-        if (lost)
-            this.emit("unrecovered", { channel: frame.channel, position: { ...fresh } });
+        for (const [channel, found] of Object.entries(frame.positions)) {
+            if (found.epoch === undefined || found.offset === undefined || found.offset < 0)
+                continue;
+            const known = this.positions.get(channel);
+            const lost = found.recovered === false || (known !== undefined && known.epoch !== found.epoch);
+            const fresh = { epoch: found.epoch, offset: found.offset };
+            // Only channels this client resumes keep a position (not those reached through a pattern).
+            if (known !== undefined && lost)
+                this.positions.set(channel, fresh);
+            if (lost)
+                this.emit("unrecovered", { channel, position: { ...fresh } });
+        }
     }
     onError(frame) {
         const error = new WsbridgeError(frame.code, frame.message, frame.channel);

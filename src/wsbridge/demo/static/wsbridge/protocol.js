@@ -106,20 +106,11 @@ export function parseFrame(data) {
             frame.channel = value["channel"];
         return { kind: "error", frame };
     }
-    if (type === "position" &&
-        typeof value["channel"] === "string" &&
-        typeof value["epoch"] === "string" &&
-        Number.isSafeInteger(value["offset"]) &&
-        value["offset"] >= 0) {
-        const frame = {
-            type,
-            channel: value["channel"],
-            epoch: value["epoch"],
-            offset: value["offset"],
-        };
-        if (typeof value["recovered"] === "boolean")
-            frame.recovered = value["recovered"];
-        return { kind: "position", frame };
+    if (type === "position") {
+        const positions = positionsOf(value["positions"]);
+        if (positions === undefined)
+            return { kind: "other" };
+        return { kind: "position", frame: { type, positions } };
     }
     if (type === "broker" && (value["status"] === "up" || value["status"] === "down")) {
         return { kind: "broker", frame: { type, status: value["status"] } };

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from click.testing import CliRunner
 
 from tests.support.client import Client
@@ -23,6 +24,7 @@ from tests.support.samples import REFERENCE_EXAMPLES
 from tests.support.servers import UvicornServer
 from wsbridge import Broadcaster, Endpoint, Registry, __version__
 from wsbridge.asgi import WebSocketApp
+from wsbridge.backends.redis import history_keys
 from wsbridge.cli import cli
 from wsbridge.export import FORMATS, json_schema, render
 from wsbridge.trading import registry
@@ -281,7 +283,8 @@ async def test_serve_channels_and_patterns_from_the_environment(
 
 @pytest.mark.redis
 @pytest.mark.parametrize("by", ["option", "environment"])
-async def test_serve_max_replay_bounds_a_resume(redis_url: str, by: str) -> None:
+async def test_serve_max_replay_bounds_a_resume(redis_server_factory: Any, by: str) -> None:
+    redis_url = redis_server_factory().url  # its own: other tests expect a fresh history
     port = free_port()
     url = f"ws://127.0.0.1:{port}/ws"
     channel = "trade:executed"
@@ -461,6 +464,36 @@ async def test_listen_selects_channels_and_reconnects() -> None:
         ("risk:alert", "warning"),
         ("risk:alert", "critical"),
     ]
+
+
+@pytest.mark.redis
+async def test_listen_reports_events_the_server_could_not_recover(
+    redis_server_factory: Any,
+) -> None:
+    redis_url = redis_server_factory().url
+    port = free_port()
+    serve_child = start_serve("--redis", redis_url, "--port", str(port))
+    try:
+        args = ["--channel", "trade:executed", "--json", "--count", "2"]
+        child = start_listen(f"ws://127.0.0.1:{port}/ws", *args, "--timeout", str(scaled(30)))
+        with child:
+            publisher = Broadcaster(redis_url, registry=registry)
+            async with publisher:
+                await publisher.publish("trade:executed", TRADE)
+                await anyio.to_thread.run_sync(lambda: child.wait_for(r"executed", "stdout"))
+                client = aioredis.from_url(redis_url)
+                try:
+                    await client.delete(*history_keys("trade:executed"))  # as an eviction would
+                finally:
+                    await client.aclose()
+                await publisher.publish("trade:executed", {**TRADE, "quantity": 2})
+                assert await anyio.to_thread.run_sync(child.wait) == 0, child.output()
+    finally:
+        assert serve_child.stop() == 0
+    assert [json.loads(line)["offset"] for line in child.lines()] == [1, 1]  # a new epoch
+    expected = "events of trade:executed were missed and could not be recovered"
+    assert any(expected in line for line in child.lines("stderr")), child.output()
+    assert "Traceback" not in child.output() + serve_child.output()
 
 
 async def test_listen_exits_1_when_the_count_is_not_reached(server: UvicornServer) -> None:

@@ -52,6 +52,7 @@ from pydantic import BaseModel
 
 from wsbridge.channel import glob_match, is_pattern, validate_channel
 from wsbridge.exceptions import ConfigurationError, EventValidationError, WsbridgeError
+from wsbridge.protocol import MAX_SINCE
 from wsbridge.schema import Registry
 
 try:
@@ -641,10 +642,13 @@ class Client:
             if p[0] is not None and ch not in self._removed
         }
         # A channel reached through a pattern is resumed through that pattern, not
-        # subscribed on its own.
-        resumed = dict.fromkeys(
-            [*self._added, *(ch for ch in since if not self._through_pattern(ch))]
-        )
+        # subscribed on its own; as many as every server accepts. One left out is not
+        # lost silently: its next event's offset shows whether events were missed.
+        covered = [ch for ch in since if self._through_pattern(ch)]
+        resumed = dict.fromkeys([*self._added, *(ch for ch in since if ch not in covered)])
+        room = max(len(resumed), MAX_SINCE) - (len(since) - len(covered))
+        for ch in covered[max(room, 0) :]:
+            del since[ch]
         for kind, channels in (("subscribe", resumed), ("unsubscribe", self._removed)):
             if channels:
                 request_id = next(self._ids)

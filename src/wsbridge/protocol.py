@@ -24,6 +24,7 @@ from itertools import accumulate, repeat
 from typing import Final
 
 __all__ = [
+    "MAX_SINCE",
     "CLOSE_GOING_AWAY",
     "CLOSE_INVALID_DATA",
     "CLOSE_IDLE_TIMEOUT",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
+#: A ``subscribe`` may always name this many channels in ``since`` (more when the
+#: server's subscription limit is higher).
+MAX_SINCE: Final = 100
 
 #: The server is shutting down (RFC 6455).
 CLOSE_GOING_AWAY: Final = 1001

@@ -17,7 +17,7 @@ from wsbridge import protocol
 from wsbridge.channel import DEFAULT_MAX_CHANNEL_LENGTH, glob_match, is_pattern, validate_channel
 from wsbridge.exceptions import ConfigurationError, InvalidChannelError
 from wsbridge.history import MAX_OFFSET, Position, valid_epoch
-from wsbridge.protocol import ErrorCode
+from wsbridge.protocol import MAX_SINCE, ErrorCode
 
 __all__ = [
     "Close",
@@ -369,8 +369,10 @@ def _since_field(
             'to {"epoch": string, "offset": integer}',
         )
     )
-    # Through patterns a client may resume more channels than it names, up to its limit.
-    if not isinstance(raw, dict) or len(raw) > max(len(channels), limits.max_subscriptions):
+    # Through patterns a client may resume more channels than it names: up to its
+    # subscription limit, and at least MAX_SINCE.
+    bound = max(len(channels), limits.max_subscriptions, MAX_SINCE)
+    if not isinstance(raw, dict) or len(raw) > bound:
         return bad
     since: dict[str, Position] = {}
     for ch, position in raw.items():

@@ -12,8 +12,10 @@ import {
   CloseCode,
   SUBPROTOCOL,
   TOKEN_SUBPROTOCOL_PREFIX,
+  MAX_SINCE,
   WHOLE_REQUEST_ERRORS,
   isPattern,
+  matchesPattern,
   parseFrame,
   tokenExpiry,
 } from "./protocol.js";
@@ -457,15 +459,33 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
 
   private since(channels: string[]): Record<string, Position> | undefined {
     const since: Record<string, Position> = {};
-    let any = false;
+    let count = 0;
     for (const channel of channels) {
       const p = this.positions.get(channel);
       if (p !== undefined) {
         since[channel] = { ...p };
-        any = true;
+        count++;
       }
     }
-    return any ? since : undefined;
+    // Channels reached through a pattern of the request resume with it, as many as every
+    // server accepts; one left out shows a gap, if any, by its next offset.
+    const patterns = channels.filter(isPattern);
+    const room = Math.max(channels.length, MAX_SINCE);
+    for (const [channel, p] of this.positions) {
+      if (count >= room || patterns.length === 0) break;
+      if (!(channel in since) && this.coveredBy(patterns, channel)) {
+        since[channel] = { ...p };
+        count++;
+      }
+    }
+    return count > 0 ? since : undefined;
+  }
+
+  private coveredBy(patterns: Iterable<string>, channel: string): boolean {
+    for (const pattern of patterns) {
+      if (isPattern(pattern) && matchesPattern(pattern, channel) === true) return true;
+    }
+    return false;
   }
 
   private ping(ws: WebSocketLike): void {
@@ -794,6 +814,11 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
         this.wanted.delete(channel);
         this.positions.delete(channel);
       }
+      for (const channel of [...this.positions.keys()]) {
+        if (!this.wanted.has(channel) && !this.coveredBy(this.wanted, channel)) {
+          this.positions.delete(channel); // its pattern is gone too
+        }
+      }
     }
     request.resolve({ channels: frame.channels, refused: request.refused, positions });
   }
@@ -826,8 +851,13 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
       const known = this.positions.get(channel);
       const lost = found.recovered === false || (known !== undefined && known.epoch !== found.epoch);
       const fresh = { epoch: found.epoch, offset: found.offset };
-      // Only channels this client resumes keep a position (not those reached through a pattern).
-      if (known !== undefined && lost) this.positions.set(channel, fresh);
+      if (known === undefined) {
+        // The first event of a channel reached through a pattern: resumable from now on.
+        const through = !this.wanted.has(channel) && this.coveredBy(this.wanted, channel);
+        if (through && this.positions.size < 10_000) this.positions.set(channel, fresh);
+      } else if (lost) {
+        this.positions.set(channel, fresh);
+      }
       if (lost) this.emit("unrecovered", { channel, position: { ...fresh } });
     }
   }

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import { CloseCode, VERSION, WsbridgeClient, parseFrame, tokenExpiry } from "../dist/index.js";
+import { matchesPattern } from "../dist/protocol.js";
 
 const WAIT = 2_000; // ms: every wait below is bounded by this
 
@@ -215,6 +216,37 @@ test("a position frame reports a gap the server could not fill, and moves the po
   assert.equal(reported, 0);
   assert.deepEqual(client.position("trade:executed"), { epoch: "e2", offset: 1 });
   client.close();
+});
+
+test("channels reached through a pattern resume with it, from the position the server gave", async () => {
+  const client = newClient({ channels: ["trade:*"] });
+  const first = await socketNumber(0);
+  await openWithResume(first);
+  let reported = 0;
+  client.addListener("unrecovered", () => reported++);
+  first.deliver({ type: "position", positions: { "trade:executed": { epoch: "e1", offset: 0 } } });
+  first.deliver({ channel: "trade:executed", data: {}, offset: 1 });
+  first.deliver({ type: "position", positions: { "other:x": { epoch: "e9", offset: 0 } } });
+  assert.equal(reported, 0);
+  assert.deepEqual(client.position("trade:executed"), { epoch: "e1", offset: 1 });
+  assert.equal(client.position("other:x"), undefined, "no pattern of the client covers it");
+  first.drop();
+  const second = await socketNumber(1);
+  second.accept();
+  const [resume] = second.frames("subscribe");
+  assert.deepEqual(resume.channels, ["trade:*"]);
+  assert.deepEqual(resume.since, { "trade:executed": { epoch: "e1", offset: 1 } });
+  client.close();
+});
+
+test("matchesPattern is sure only of literal, * and ? patterns", () => {
+  assert.equal(matchesPattern("trade:*", "trade:executed"), true);
+  assert.equal(matchesPattern("trade:*", "trades"), false);
+  assert.equal(matchesPattern("a?c.d", "abc.d"), true);
+  assert.equal(matchesPattern("a?c.d", "abcxd"), false);
+  assert.equal(matchesPattern("a[b]c", "abc"), undefined);
+  assert.equal(matchesPattern("a\\*", "a*"), undefined);
+  assert.equal(matchesPattern("?", "é"), undefined);
 });
 
 test("what does not fit in the queue is rejected, not dropped", async () => {

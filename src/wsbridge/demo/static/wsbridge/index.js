@@ -6,7 +6,7 @@
  * reconnect, and queues what is sent while disconnected. Type it with the declarations that
  * `wsbridge schema --format typescript` writes: `new WsbridgeClient<EventPayloads>(...)`.
  */
-import { CHANNEL_ERRORS, CloseCode, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, WHOLE_REQUEST_ERRORS, isPattern, parseFrame, tokenExpiry, } from "./protocol.js";
+import { CHANNEL_ERRORS, CloseCode, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, MAX_SINCE, WHOLE_REQUEST_ERRORS, isPattern, matchesPattern, parseFrame, tokenExpiry, } from "./protocol.js";
 export { CloseCode, isPattern, parseFrame, tokenExpiry } from "./protocol.js";
 /** The package's version, the same as the Python package's. */
 export const VERSION = "0.1.0-dev.0";
@@ -302,15 +302,34 @@ export class WsbridgeClient {
     }
     since(channels) {
         const since = {};
-        let any = false;
+        let count = 0;
         for (const channel of channels) {
             const p = this.positions.get(channel);
             if (p !== undefined) {
                 since[channel] = { ...p };
-                any = true;
+                count++;
             }
         }
-        return any ? since : undefined;
+        // Channels reached through a pattern of the request resume with it, as many as every
+        // server accepts; one left out shows a gap, if any, by its next offset.
+        const patterns = channels.filter(isPattern);
+        const room = Math.max(channels.length, MAX_SINCE);
+        for (const [channel, p] of this.positions) {
+            if (count >= room || patterns.length === 0)
+                break;
+            if (!(channel in since) && this.coveredBy(patterns, channel)) {
+                since[channel] = { ...p };
+                count++;
+            }
+        }
+        return count > 0 ? since : undefined;
+    }
+    coveredBy(patterns, channel) {
+        for (const pattern of patterns) {
+            if (isPattern(pattern) && matchesPattern(pattern, channel) === true)
+                return true;
+        }
+        return false;
     }
     ping(ws) {
         if (ws.readyState !== OPEN || this.pongTimer !== undefined)
@@ -634,6 +653,11 @@ export class WsbridgeClient {
                 this.wanted.delete(channel);
                 this.positions.delete(channel);
             }
+            for (const channel of [...this.positions.keys()]) {
+                if (!this.wanted.has(channel) && !this.coveredBy(this.wanted, channel)) {
+                    this.positions.delete(channel); // its pattern is gone too
+                }
+            }
         }
         request.resolve({ channels: frame.channels, refused: request.refused, positions });
     }
@@ -668,9 +692,15 @@ export class WsbridgeClient {
             const known = this.positions.get(channel);
             const lost = found.recovered === false || (known !== undefined && known.epoch !== found.epoch);
             const fresh = { epoch: found.epoch, offset: found.offset };
-            // Only channels this client resumes keep a position (not those reached through a pattern).
-            if (known !== undefined && lost)
+            if (known === undefined) {
+                // The first event of a channel reached through a pattern: resumable from now on.
+                const through = !this.wanted.has(channel) && this.coveredBy(this.wanted, channel);
+                if (through && this.positions.size < 10_000)
+                    this.positions.set(channel, fresh);
+            }
+            else if (lost) {
                 this.positions.set(channel, fresh);
+            }
             if (lost)
                 this.emit("unrecovered", { channel, position: { ...fresh } });
         }

@@ -128,6 +128,24 @@ export function isPattern(name) {
     }
     return false;
 }
+/**
+ * Whether `name` matches `pattern` as Redis does, for patterns made of literal characters,
+ * `*` and `?` only, on ASCII names; `undefined` when unsure (`[`, `\`, or `?` against a
+ * name that is not ASCII), so that a caller can leave the name out.
+ */
+export function matchesPattern(pattern, name) {
+    if (pattern.includes("[") || pattern.includes("\\"))
+        return undefined;
+    if (pattern.includes("?") && /[^\x00-\x7f]/.test(name))
+        return undefined;
+    const source = pattern
+        .split("")
+        .map((c) => (c === "*" ? "[\\s\\S]*" : c === "?" ? "[\\s\\S]" : c.replace(/[.+^${}()|\]\\/-]/g, "\\$&")))
+        .join("");
+    return new RegExp(`^${source}$`).test(name);
+}
+/** A `subscribe` may always name this many channels in `since`. */
+export const MAX_SINCE = 100;
 /** The `exp` claim of a JWT in milliseconds since the epoch, or undefined if unreadable. */
 export function tokenExpiry(token) {
     const part = token.split(".")[1];

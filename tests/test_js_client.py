@@ -358,6 +358,34 @@ def test_a_channel_that_cannot_be_recovered_is_reported(
 
 
 @pytest.mark.redis
+def test_history_lost_while_connected_is_reported(
+    js_client: Node, serve: Serve, redis_url: str
+) -> None:
+    result = run_scenario(js_client, "lost-while-connected", serve, redis_url)
+    assert result["lost"]["channel"] == "trade:executed"
+    assert result["lost"]["position"]["epoch"] != result["before"]["epoch"]
+    assert result["lost"]["position"]["offset"] == 0
+    assert result["after"] == {"epoch": result["lost"]["position"]["epoch"], "offset": 1}
+    assert [(e["id"], e["offset"]) for e in result["seen"]] == [("t1", 1), ("t2", 2), ("t3", 1)]
+
+
+@pytest.mark.redis
+def test_resume_through_a_pattern(js_client: Node, redis_url: str) -> None:
+    # trade:executed is not a default channel here: it arrives through the pattern only.
+    server = Serve(redis_url, "--channel", "risk:alert", "--allow", "trade:*")
+    server.start()
+    try:
+        result = run_scenario(js_client, "pattern-resume", server, redis_url)
+    finally:
+        server.close()
+    assert not any("Traceback" in output for output in server.outputs)
+    ids = [event["id"] for event in result["seen"]]
+    assert ids == [f"t{n}" for n in range(1, 8)], ids  # none lost, none repeated
+    assert result["before"]["offset"] == 3
+    assert result["after"] == {"epoch": result["before"]["epoch"], "offset": 7}
+
+
+@pytest.mark.redis
 def test_a_server_that_stops_answering_is_detected_by_the_ping(
     js_client: Node, serve: Serve, redis_url: str
 ) -> None:

@@ -123,6 +123,49 @@ const scenarios = {
     return { before, lost, seen: trades.seen };
   },
 
+  // The history is lost while the client is connected: the server's position frame is
+  // reported as unrecovered, with the new epoch, and the new epoch's events follow.
+  async "lost-while-connected"() {
+    const c = client();
+    const trades = collector(c);
+    await next(c, "open");
+    await action("publish", 1, 2);
+    await trades.until(2);
+    const before = c.position("trade:executed");
+    const unrecovered = next(c, "unrecovered");
+    await action("flush-redis");
+    await action("publish", 3, 3);
+    const lost = await unrecovered;
+    await trades.until(3);
+    const after = c.position("trade:executed");
+    c.close();
+    return { before, lost, after, seen: trades.seen };
+  },
+
+  // Through a pattern: the client learns each channel's position from the server and
+  // resumes it with the pattern after the server was killed and restarted.
+  async "pattern-resume"() {
+    const c = client({ channels: ["trade:*"] });
+    const trades = collector(c);
+    await next(c, "open");
+    await action("publish", 1, 3);
+    await trades.until(3);
+    const before = c.position("trade:executed");
+    const closed = next(c, "close");
+    await action("kill-server");
+    await closed;
+    await action("publish", 4, 6);
+    const reopened = next(c, "open");
+    await action("start-server");
+    await reopened;
+    await trades.until(6);
+    await action("publish", 7, 7);
+    await trades.until(7);
+    const after = c.position("trade:executed");
+    c.close();
+    return { before, after, seen: trades.seen };
+  },
+
   // A server that stops answering (SIGSTOP): the missing pong closes the connection, and
   // the client connects again once the server runs again.
   async "ping-timeout"() {

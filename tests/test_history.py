@@ -25,6 +25,7 @@ from wsbridge.broadcaster import Subscriber
 from wsbridge.history import (
     History,
     Position,
+    Resumed,
     encode_envelope,
     parse_envelope,
 )
@@ -557,3 +558,27 @@ async def test_a_lost_history_is_told_with_a_position_frame(
         assert [f["data"]["n"] for f in frames[1:]] == [1, 2, 3]
         await nothing_more(s, publisher, channel)
         assert b.stats().recoveries_failed >= 1
+
+
+# -- resume through a pattern ----------------------------------------------------------------
+
+
+async def test_resume_through_a_pattern(bridge: Broadcaster) -> None:
+    prefix = ch("ev:p")
+    channel, pattern = f"{prefix}:a", f"{prefix}:*"
+    async with bridge.subscriber() as s:
+        await s.subscribe([pattern])
+        await bridge.publish(channel, {"n": 1})
+        told, event = await take(s, 2)
+    assert told["type"] == "position"
+    start = told["positions"][channel]
+    assert (start["offset"], event["offset"]) == (0, 1)
+    for n in (2, 3):
+        await bridge.publish(channel, {"n": n})  # missed
+    async with bridge.subscriber() as s:
+        with pytest.raises(ValueError, match="no channel or pattern asked covers"):
+            await s.subscribe([f"{prefix}:b*"], since={channel: Position(start["epoch"], 1)})
+        resumed = await s.subscribe([pattern], since={channel: Position(start["epoch"], 1)})
+        assert resumed[channel] == Resumed(Position(start["epoch"], 3), True)
+        assert [e["data"]["n"] for e in await take(s, 2)] == [2, 3]
+        await nothing_more(s, bridge, channel)  # live through the pattern, no position frame

@@ -310,12 +310,15 @@ class Subscriber:
         For each exact channel with history, the result says where its events start; a
         channel in ``since`` resumes after that position: the publications it missed
         (at most ``max_replay``) are delivered first, then live ones, with no duplicate
-        and no gap, or the result says ``recovered=False``. A new subscriber of a state
-        channel first gets the channel's latest value. ``acknowledge`` is called before
-        anything of that is delivered.
+        and no gap, or the result says ``recovered=False``. A channel of ``since`` that
+        is not in ``channels`` but matches a pattern of it resumes the same way, its
+        live events coming through the pattern (unless ``allow`` refuses it). A new
+        subscriber of a state channel first gets the channel's latest value.
+        ``acknowledge`` is called before anything of that is delivered.
 
         Raises :class:`~wsbridge.SubscriptionRefusedError` naming the channels the broker
-        refused (a Redis ACL denial); the others are subscribed.
+        refused (a Redis ACL denial); the others are subscribed. Raises ``ValueError``
+        for a channel of ``since`` that neither ``channels`` nor a pattern of it covers.
         """
         return await self._broadcaster._subscribe(
             self, list(channels), since or {}, max_replay, acknowledge

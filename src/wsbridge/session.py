@@ -44,8 +44,9 @@ class Subscribe:
     Once the broker confirmed them, the driver acknowledges ``ack`` (with
     ``request_id``), leaving out any the broker refused; ``ack=None``: no acknowledgement.
     ``since`` maps channels to the position the client has seen: it resumes them from
-    there. A channel of ``since`` may be in ``ack`` but not in ``channels``: the client
-    holds it already and resumes it on this connection.
+    there. A channel of ``since`` may be in ``ack`` but not in ``channels`` (the client
+    holds it already and resumes it on this connection), or only matched by a pattern of
+    ``ack`` (it is resumed through that pattern).
     """
 
     channels: tuple[str, ...]

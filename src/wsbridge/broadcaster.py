@@ -383,6 +383,7 @@ class Subscriber:
         )
         if known is not None:
             self._counters.recoveries_failed += 1
+            self._counters.bump(channel, "recoveries_failed")
         position = _PositionFrame(channel, text, epoch, frame.offset - 1)
         if self._hold is not None:
             self._deliver(position)

@@ -9,7 +9,11 @@ variable is set, so CI never passes by skipping them.
 
 The fixtures :func:`js_client` (the client installed and built, with ``npm ci`` from its
 lock file) and :func:`react_example` (the example installed and built with Vite) are
-session-scoped too.
+session-scoped too. :func:`js_node` runs the client's tests under two Node versions: the
+``node`` on the PATH (Node 20 with ``--experimental-websocket`` on the reference machine),
+and Node 22, the version the package claims, installed once into the pytest cache from the
+npm registry's ``node-<os>-<arch>`` package (skipped when the registry cannot be reached,
+failed under CI).
 
 Import the fixtures from ``tests/conftest.py``: ``from tests._js import js_tools``.
 """
@@ -17,9 +21,11 @@ Import the fixtures from ``tests/conftest.py``: ``from tests._js import js_tools
 from __future__ import annotations
 
 import json
+import platform
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,7 @@ __all__ = [
     "JsTools",
     "Node",
     "js_client",
+    "js_node",
     "js_tools",
     "npm_version",
     "react_example",
@@ -208,3 +215,61 @@ def react_example(js_client: Node) -> Path:
     built = _run([js_client.npm, "run", "build"], REACT_EXAMPLE, _INSTALL_TIMEOUT)
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
     return REACT_EXAMPLE
+
+
+NODE_22 = "22"
+# Node's own builds as npm packages, without install scripts: bin/node inside.
+_NODE_OS = {"linux": "linux", "darwin": "darwin"}
+_NODE_ARCH = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def _major(node: str) -> int | None:
+    try:
+        version = subprocess.run(
+            [node, "--version"], capture_output=True, text=True, timeout=scaled(30), check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.fullmatch(r"v(\d+)\..*", version.stdout.strip())
+    return int(found.group(1)) if found else None
+
+
+def node_22(cache: pytest.Cache, npm: str) -> str:
+    """A Node 22 binary: installed once into the pytest cache, from the npm registry."""
+    system = _NODE_OS.get(sys.platform)
+    arch = _NODE_ARCH.get(platform.machine().lower())
+    if system is None or arch is None:
+        unavailable(f"no Node 22 package for {sys.platform} {platform.machine()}")
+    package = f"node-{system}-{arch}"
+    folder = cache.mkdir(f"node-{NODE_22}")
+    binary = folder / "node_modules" / package / "bin" / "node"
+    if binary.is_file() and _major(str(binary)) == int(NODE_22):
+        return str(binary)
+    command = [npm, "install", "--no-save", "--no-package-lock", "--ignore-scripts"]
+    command += ["--no-audit", "--no-fund", "--loglevel=error", "--prefix", str(folder)]
+    try:
+        result = subprocess.run(
+            [*command, f"{package}@{NODE_22}"],
+            capture_output=True,
+            text=True,
+            timeout=scaled(_INSTALL_TIMEOUT),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        unavailable(f"installing {package}@{NODE_22} from the npm registry took too long")
+    if result.returncode != 0:
+        unavailable(f"cannot install {package}@{NODE_22} from the npm registry:\n{result.stderr}")
+    if _major(str(binary)) != int(NODE_22):
+        unavailable(f"{package}@{NODE_22} holds no working bin/node")
+    return str(binary)
+
+
+@pytest.fixture(scope="session", params=["path", NODE_22], ids=["node-path", f"node-{NODE_22}"])
+def js_node(request: pytest.FixtureRequest, js_client: Node) -> Node:
+    """The built package with each Node the client is tested under: PATH's, and Node 22."""
+    if request.param == "path":
+        return js_client
+    cache = request.config.cache
+    if cache is None:
+        unavailable("Node 22 is installed into the pytest cache, which is turned off")
+    return Node(node_22(cache, js_client.npm), js_client.npm)

@@ -53,8 +53,8 @@ def test_the_package_has_no_runtime_dependencies() -> None:
     assert manifest["peerDependenciesMeta"]["react"]["optional"] is True
 
 
-def test_unit_tests_pass(js_client: Node) -> None:
-    result = js_client.run("--test", *sorted((PACKAGE / "test").glob("*.test.mjs")))
+def test_unit_tests_pass(js_node: Node) -> None:
+    result = js_node.run("--test", *sorted((PACKAGE / "test").glob("*.test.mjs")))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"^# fail 0$", result.stdout, re.MULTILINE), result.stdout[-2000:]
 
@@ -334,9 +334,9 @@ def run_scenario(
 
 @pytest.mark.redis
 def test_resume_after_the_server_was_killed_and_restarted(
-    js_client: Node, serve: Serve, redis_url: str
+    js_node: Node, serve: Serve, redis_url: str
 ) -> None:
-    result = run_scenario(js_client, "resume", serve, redis_url)
+    result = run_scenario(js_node, "resume", serve, redis_url)
     ids = [event["id"] for event in result["seen"]]
     assert ids == [f"t{n}" for n in range(1, 16)], ids  # none lost, none repeated
     offsets = [event["offset"] for event in result["seen"]]
@@ -347,9 +347,9 @@ def test_resume_after_the_server_was_killed_and_restarted(
 
 @pytest.mark.redis
 def test_a_channel_that_cannot_be_recovered_is_reported(
-    js_client: Node, serve: Serve, redis_url: str
+    js_node: Node, serve: Serve, redis_url: str
 ) -> None:
-    result = run_scenario(js_client, "unrecoverable", serve, redis_url)
+    result = run_scenario(js_node, "unrecoverable", serve, redis_url)
     assert result["lost"]["channel"] == "trade:executed"
     assert result["lost"]["position"]["epoch"] != result["before"]["epoch"]
     assert result["lost"]["position"]["offset"] == 2  # the two published after the flush
@@ -387,9 +387,9 @@ def test_resume_through_a_pattern(js_client: Node, redis_url: str) -> None:
 
 @pytest.mark.redis
 def test_a_server_that_stops_answering_is_detected_by_the_ping(
-    js_client: Node, serve: Serve, redis_url: str
+    js_node: Node, serve: Serve, redis_url: str
 ) -> None:
-    result = run_scenario(js_client, "ping-timeout", serve, redis_url)
+    result = run_scenario(js_node, "ping-timeout", serve, redis_url)
     assert "ping timeout" in result["reason"]
     assert result["detectedMs"] < scaled(5) * 1000
 
@@ -469,9 +469,9 @@ def _short_token() -> str:
 @pytest.mark.redis
 @pytest.mark.parametrize("scenario", ["token-refresh", "token-expired"])
 def test_a_fresh_token_before_or_at_expiry_loses_nothing(
-    js_client: Node, serve_with_tokens: Serve, redis_url: str, scenario: str
+    js_node: Node, serve_with_tokens: Serve, redis_url: str, scenario: str
 ) -> None:
-    result = run_scenario(js_client, scenario, serve_with_tokens, redis_url, token=_short_token)
+    result = run_scenario(js_node, scenario, serve_with_tokens, redis_url, token=_short_token)
     assert [event["id"] for event in result["seen"]] == ["t1", "t2", "t3", "t4"]
     assert result["asked"] >= 2  # one token per connection
     first = result["closes"][0]
@@ -484,7 +484,47 @@ def test_a_fresh_token_before_or_at_expiry_loses_nothing(
 
 @pytest.mark.redis
 def test_a_refused_handshake_stops_the_client_with_the_reason(
-    js_client: Node, serve_with_tokens: Serve, redis_url: str
+    js_node: Node, serve_with_tokens: Serve, redis_url: str
 ) -> None:
-    result = run_scenario(js_client, "refused", serve_with_tokens, redis_url)
+    result = run_scenario(js_node, "refused", serve_with_tokens, redis_url)
     assert result == {"reason": "handshake refused: HTTP 401 (malformed token)", "state": "stopped"}
+
+
+# ---- against the framework adapters ----
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "fastapi", "aiohttp"])
+def test_a_refused_handshake_is_explained_by_the_adapters_too(js_node: Node, adapter: str) -> None:
+    from tests.support.apps import serve as serve_adapter
+    from wsbridge import Endpoint
+    from wsbridge.tokens import TokenAuth
+
+    auth = TokenAuth(secret=JWT_SECRET)
+    endpoint = Endpoint(Broadcaster(), authenticate=auth.authenticate, authorize=auth.authorize)
+    app = serve_adapter(adapter, endpoint)
+    scenario = Scenario(js_node, "refused", app.url)
+    try:
+        result = json.loads(drive(scenario, {}))
+    finally:
+        scenario.close()
+        app.stop()
+    assert result == {"reason": "handshake refused: HTTP 401 (malformed token)", "state": "stopped"}
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "starlette"])
+def test_a_full_server_is_explained_and_retried(js_node: Node, adapter: str) -> None:
+    from websockets.sync.client import connect
+
+    from tests.support.apps import serve as serve_adapter
+    from wsbridge import Endpoint
+
+    app = serve_adapter(adapter, Endpoint(Broadcaster(), max_connections=1))
+    holder = connect(app.url, open_timeout=scaled(10))
+    scenario = Scenario(js_node, "busy", app.url)
+    try:
+        result = json.loads(drive(scenario, {"free-slot": holder.close}))
+    finally:
+        holder.close()
+        scenario.close()
+        app.stop()
+    assert result == {"reason": "handshake refused: HTTP 503 (too many connections)", "retried": True}

@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 
 from wsbridge import health
 from wsbridge.broadcaster import Broadcaster
-from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed, as_endpoint
+from wsbridge.endpoint import ConnectionInfo, Endpoint, HTTPAnswer, TransportClosed, as_endpoint
 
 __all__ = ["AiohttpTransport", "create_handler", "create_health_handler", "lifecycle", "setup"]
 
@@ -63,6 +63,10 @@ class AiohttpTransport:
 def create_handler(target: Endpoint | Broadcaster, *, compress: bool = False) -> Handler:
     """An aiohttp request handler that serves ``target`` over WebSocket.
 
+    A plain ``GET`` (no upgrade) gets the answer of
+    :meth:`Endpoint.answer_http <wsbridge.endpoint.Endpoint.answer_http>`: the reason a
+    handshake would be refused, or ``426 Upgrade Required``.
+
     ``compress`` accepts permessage-deflate from clients that offer it. aiohttp then
     compresses every frame again for each such client, which about doubles the CPU time
     of each delivery (docs/performance.md): it is off unless asked for.
@@ -81,9 +85,12 @@ def create_handler(target: Endpoint | Broadcaster, *, compress: bool = False) ->
             else None,
             subprotocols=[p.strip() for p in offered.split(",") if p.strip()],
         )
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            # A plain GET: the JavaScript client asking why its handshake was refused.
+            return _response(await endpoint.answer_http(info))
         handshake = await endpoint.handshake(info)
         if not handshake.accepted:
-            return web.Response(status=handshake.status, text=handshake.reason + "\n")
+            return _response(HTTPAnswer.refusal(handshake.status, handshake.reason))
         ws = web.WebSocketResponse(
             # aiohttp refuses a frame of max_msg_size bytes or more; the endpoint's limit is
             # the largest frame allowed. Anything past it still closes with 1009, in the
@@ -98,6 +105,12 @@ def create_handler(target: Endpoint | Broadcaster, *, compress: bool = False) ->
         return ws
 
     return handler
+
+
+def _response(answer: HTTPAnswer) -> web.Response:
+    return web.Response(
+        status=answer.status, reason=answer.phrase, headers=dict(answer.headers), body=answer.body
+    )
 
 
 def create_health_handler(target: Endpoint | Broadcaster, *, ready: bool = False) -> Handler:

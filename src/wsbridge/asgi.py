@@ -19,7 +19,7 @@ from typing import Any
 
 from wsbridge import health, protocol
 from wsbridge.broadcaster import Broadcaster
-from wsbridge.endpoint import ConnectionInfo, Endpoint, TransportClosed, as_endpoint
+from wsbridge.endpoint import ConnectionInfo, Endpoint, HTTPAnswer, TransportClosed, as_endpoint
 
 __all__ = ["ASGITransport", "HealthApp", "WebSocketApp", "as_endpoint"]
 
@@ -88,7 +88,9 @@ class WebSocketApp:
     """An ASGI app: serves WebSocket connections with an :class:`Endpoint`.
 
     ``path``, if given, is the only path served (others get 404); leave it ``None`` when
-    a router in front already chose the path. HTTP requests get ``426 Upgrade Required``.
+    a router in front already chose the path. A plain HTTP ``GET`` gets the answer of
+    :meth:`Endpoint.answer_http <wsbridge.endpoint.Endpoint.answer_http>`: the reason a
+    handshake would be refused, or ``426 Upgrade Required``; other methods get 426.
     """
 
     def __init__(
@@ -110,20 +112,23 @@ class WebSocketApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "http":
-            status, body = (426, b"WebSocket endpoint: connect with a WebSocket client\n")
-            if self.path is not None and scope.get("path") != self.path:
-                status, body = 404, b"Not Found\n"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"upgrade", b"websocket"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await self._http(scope, send)
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        # A GET is how the JavaScript client learns why its handshake was refused: it
+        # gets the handshake's decision, as from every adapter (Endpoint.answer_http).
+        method = scope.get("method")
+        if self.path is not None and scope.get("path") != self.path:
+            answer = HTTPAnswer.refusal(404, "not found")
+        elif method in ("GET", "HEAD"):
+            answer = await self.endpoint.answer_http(connection_info(scope))
+        else:
+            answer = HTTPAnswer.upgrade_required()
+        headers = _headers(answer)
+        body = b"" if method == "HEAD" else answer.body
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -145,14 +150,15 @@ class WebSocketApp:
     @staticmethod
     async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
         if status != 403 and "websocket.http.response" in (scope.get("extensions") or {}):
+            answer = HTTPAnswer.refusal(status, reason)
             await send(
                 {
                     "type": "websocket.http.response.start",
                     "status": status,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                    "headers": _headers(answer),
                 }
             )
-            await send({"type": "websocket.http.response.body", "body": reason.encode() + b"\n"})
+            await send({"type": "websocket.http.response.body", "body": answer.body})
         else:  # closing before accept: the server answers 403
             await send({"type": "websocket.close", "code": protocol.CLOSE_POLICY_VIOLATION})
 
@@ -177,6 +183,10 @@ class WebSocketApp:
         finally:
             await broadcaster.aclose()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _headers(answer: HTTPAnswer) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
 
 
 class HealthApp:

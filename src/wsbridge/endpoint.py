@@ -14,10 +14,11 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from http.cookies import SimpleCookie
 from typing import Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 
@@ -41,6 +42,7 @@ __all__ = [
     "Authorize",
     "ConnectionInfo",
     "Endpoint",
+    "HTTPAnswer",
     "Handshake",
     "Transport",
     "TransportClosed",
@@ -153,6 +155,59 @@ class Handshake:
     status: int = 200
     reason: str = ""
     subprotocol: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPAnswer:
+    """A plain HTTP response an adapter sends as it is: status, reason phrase, headers, body.
+
+    Built by :meth:`Endpoint.answer_http` and :meth:`refusal`, so that every adapter
+    answers a refused handshake, and a plain ``GET`` on its WebSocket path, alike.
+    """
+
+    status: int
+    phrase: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @classmethod
+    def refusal(cls, status: int, reason: str) -> HTTPAnswer:
+        """A refused handshake's answer: its status, with the reason as a text body."""
+        return cls._text(status, reason + "\n")
+
+    @classmethod
+    def upgrade_required(cls) -> HTTPAnswer:
+        """The answer to a plain request that a WebSocket handshake would have accepted."""
+        answer = cls._text(426, "WebSocket endpoint: connect with a WebSocket client\n")
+        return replace(answer, headers=(*answer.headers, ("Upgrade", "websocket")))
+
+    @classmethod
+    def _text(cls, status: int, text: str) -> HTTPAnswer:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:  # a status of the application's own AuthenticationError
+            phrase = "Refused"
+        headers = (
+            ("Content-Type", "text/plain; charset=utf-8"),
+            # The answer depends on the token and on the load: never from a cache.
+            ("Cache-Control", "no-store"),
+        )
+        return cls(status, phrase, headers, text.encode())
+
+
+def _origin_of(referer: str) -> str | None:
+    """The origin (``scheme://host[:port]``) of a ``Referer`` URL, or ``None``."""
+    try:
+        parts = urlsplit(referer)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" if port is None else f"{parts.scheme}://{host}:{port}"
 
 
 class _Handoff:
@@ -531,6 +586,28 @@ class Endpoint:
         if not decision.accepted:
             self.refused_handshakes += 1
         return decision
+
+    async def answer_http(self, info: ConnectionInfo) -> HTTPAnswer:
+        """Answer a plain HTTP ``GET`` on the WebSocket path with the handshake's decision.
+
+        Browsers hide the status of a refused WebSocket handshake: the JavaScript client
+        asks the same URL with a plain ``GET`` (its token as ``?token=``) to learn why.
+        Refused: the status and reason a handshake gets (:meth:`HTTPAnswer.refusal`);
+        accepted: ``426 Upgrade Required``. The ``authenticate`` hook runs as for a
+        handshake; the answer is not counted in :attr:`refused_handshakes`.
+
+        Browsers send no ``Origin`` with a same-origin ``GET`` (they always do with a
+        WebSocket handshake), so a request without one is judged with the origin of its
+        ``Referer``. The answer only tells a reason: it opens no connection.
+        """
+        if info.origin is None and "referer" in info.headers:
+            origin = _origin_of(info.headers["referer"])
+            if origin is not None:
+                info = replace(info, headers={**info.headers, "origin": origin})
+        decision = await self._decide(info)
+        if decision.accepted:
+            return HTTPAnswer.upgrade_required()
+        return HTTPAnswer.refusal(decision.status, decision.reason)
 
     async def _decide(self, info: ConnectionInfo) -> Handshake:
         origins = self.allowed_origins

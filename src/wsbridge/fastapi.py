@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.routing import Route
 
 from wsbridge import health
 from wsbridge.broadcaster import Broadcaster
@@ -34,12 +35,21 @@ def create_router(
 ) -> APIRouter:
     """An ``APIRouter`` with one WebSocket route serving ``target`` at ``path``.
 
+    A plain ``GET`` on ``path`` gets the answer of
+    :meth:`Endpoint.answer_http <wsbridge.endpoint.Endpoint.answer_http>` (the reason a
+    handshake would be refused), as with :func:`wsbridge.starlette.create_route`.
+
     ``router_options`` go to ``APIRouter`` (a ``prefix``, ``tags``...). Start the
     broadcaster with the app's lifespan: ``FastAPI(lifespan=broadcaster.lifespan)``.
     """
     router = APIRouter(**router_options)
     # Routes appended by hand do not get the router's prefix applied: add it here.
-    router.routes.append(create_route(target, router.prefix + path, name=name))
+    route = create_route(target, router.prefix + path, name=name)
+    # include_router may rebuild the WebSocket route as a plain one, which takes no GET:
+    # this route answers the JavaScript client's plain GET (Endpoint.answer_http) then.
+    app: Any = route.endpoint
+    answer = Route(route.path, app, methods=["GET", "HEAD"], include_in_schema=False)
+    router.routes.extend([route, answer])
     return router
 
 

@@ -48,7 +48,7 @@ from websockets.typing import Subprotocol
 from wsbridge import deflate, health, protocol
 from wsbridge.broadcaster import Broadcaster, Subscriber
 from wsbridge.delivery import flusher
-from wsbridge.endpoint import ConnectionInfo, Endpoint, as_endpoint
+from wsbridge.endpoint import ConnectionInfo, Endpoint, HTTPAnswer, as_endpoint
 from wsbridge.exceptions import ConfigurationError
 from wsbridge.outbox import ConnectionGroup, Frame
 from wsbridge.session import Command, Session, Subscribe, Unsubscribe
@@ -390,7 +390,18 @@ class _Connection(asyncio.Protocol):
         )
         assert self.transport is not None
         self.transport.pause_reading()
+        upgrade = request.headers.get("Upgrade", "")
+        if "websocket" not in upgrade.lower():
+            # A plain GET: the JavaScript client asking why its handshake was refused.
+            self.worker = self.server._spawn(self._answer_http(info))
+            return
         self.worker = self.server._spawn(self._handshake(request, info))
+
+    async def _answer_http(self, info: ConnectionInfo) -> None:
+        answer = await self.server.endpoint.answer_http(info)
+        if self.transport is not None:
+            self.ws.send_response(_response(answer))
+            self._send_protocol_data()
 
     async def _handshake(self, request: Request, info: ConnectionInfo) -> None:
         endpoint = self.server.endpoint
@@ -398,7 +409,8 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         if not handshake.accepted:
-            self.ws.send_response(self.ws.reject(handshake.status, handshake.reason + "\n"))
+            answer = HTTPAnswer.refusal(handshake.status, handshake.reason)
+            self.ws.send_response(_response(answer))
             self._send_protocol_data()
             return
         self.ws.available_subprotocols = (
@@ -580,6 +592,13 @@ class _Connection(asyncio.Protocol):
             subscriber.close_code or protocol.CLOSE_GOING_AWAY, subscriber.close_reason[:120]
         )
         self._send_protocol_data()
+
+
+def _response(answer: HTTPAnswer) -> Response:
+    headers = Headers(answer.headers)
+    headers["Content-Length"] = str(len(answer.body))
+    headers["Connection"] = "close"
+    return Response(answer.status, answer.phrase, headers, answer.body)
 
 
 def _subprotocols(headers: Headers) -> list[str]:

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Match, Route, WebSocketRoute
+from starlette.types import Scope
 
 from wsbridge import health
 from wsbridge.asgi import HealthApp, WebSocketApp
@@ -22,15 +23,29 @@ from wsbridge.endpoint import Endpoint
 __all__ = ["create_health_routes", "create_route"]
 
 
+class _WebSocketRoute(WebSocketRoute):
+    """A WebSocket route that also takes a plain ``GET`` or ``HEAD`` on its path."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+            match, child = super().matches({**scope, "type": "websocket"})
+            return (match, child) if match is Match.FULL else (Match.NONE, {})
+        return super().matches(scope)
+
+
 def create_route(
     target: Endpoint | Broadcaster, path: str = "/ws", *, name: str | None = None
 ) -> WebSocketRoute:
     """A Starlette ``WebSocketRoute`` serving ``target`` at ``path``.
 
+    A plain ``GET`` on ``path`` gets the answer of
+    :meth:`Endpoint.answer_http <wsbridge.endpoint.Endpoint.answer_http>`: the reason a
+    handshake would be refused (the JavaScript client asks it), or ``426``.
+
     The broadcaster is not started by the route: pass ``broadcaster.lifespan`` to the
     application (or enter it in your own lifespan).
     """
-    return WebSocketRoute(path, WebSocketApp(target, lifespan=False), name=name)
+    return _WebSocketRoute(path, WebSocketApp(target, lifespan=False), name=name)
 
 
 def create_health_routes(

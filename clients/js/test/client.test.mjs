@@ -502,3 +502,33 @@ test("the probe asks https:// for wss://, with the token; a 404 is retried", asy
     delete globalThis.fetch;
   }
 });
+
+test("a refusal worth retrying (503) is retried, its reason told in the close event", async () => {
+  globalThis.fetch = async () => new Response("too many connections", { status: 503 });
+  try {
+    const client = newClient();
+    const closed = nextEvent(client, "close");
+    (await socketNumber(0)).fail();
+    const { reason, reconnectIn } = await closed;
+    assert.equal(reason, "handshake refused: HTTP 503 (too many connections)");
+    assert.ok(reconnectIn !== undefined);
+    await socketNumber(1);
+    assert.equal(client.state, "connecting");
+    client.close();
+  } finally {
+    delete globalThis.fetch;
+  }
+});
+
+test("a refusal's body is shown only when it is plain text", async () => {
+  globalThis.fetch = async () =>
+    new Response("<html>Forbidden</html>", { status: 403, headers: { "content-type": "text/html" } });
+  try {
+    const client = newClient();
+    const stopped = nextEvent(client, "stopped");
+    for (let n = 0; n < 3; n++) (await socketNumber(n)).fail();
+    assert.equal((await stopped).reason, "handshake refused: HTTP 403");
+  } finally {
+    delete globalThis.fetch;
+  }
+});

@@ -223,6 +223,17 @@ scenarios.refused = async () => {
   return { reason, state: c.state };
 };
 
+// A server at its connection limit: the client says why (503) and retries until a slot frees.
+scenarios.busy = async () => {
+  const c = client();
+  const refused = await next(c, "close", (e) => e.reason.startsWith("handshake refused"));
+  const reopened = next(c, "open");
+  await action("free-slot");
+  await reopened;
+  c.close();
+  return { reason: refused.reason, retried: refused.reconnectIn !== undefined };
+};
+
 scenarios["token-refresh"] = () => tokens(1_500);
 scenarios["token-expired"] = () => tokens(-1);
 

@@ -228,9 +228,10 @@ export class WsbridgeClient {
     }
     /**
      * After a failed opening, ask the endpoint over plain HTTP why: a WebSocket hides the
-     * status of a refused handshake. 401 and 403 are refusals that retrying does not cure;
-     * anything else (no answer, 404 or 426 from a server that only routes upgrades, 503, a
-     * cross-origin fetch the browser blocks) means "try again later".
+     * status of a refused handshake, and every wsbridge server answers a plain GET with the
+     * handshake's decision. Resolves with the status and a reason to show, or undefined when
+     * there is nothing to learn: no answer (a server down, a cross-origin fetch the browser
+     * blocks), or 426 (the handshake would be accepted: the failure was elsewhere).
      */
     async refusal(token) {
         const fetchImpl = globalThis.fetch;
@@ -248,10 +249,13 @@ export class WsbridgeClient {
             const response = await fetchImpl(url.toString(), {
                 signal: AbortSignal.timeout(this.options.connectTimeout),
             });
-            if (response.status !== 401 && response.status !== 403)
+            const { status } = response;
+            if (status < 400)
                 return undefined;
-            const text = (await response.text()).slice(0, 200).trim();
-            return `handshake refused: HTTP ${response.status}${text === "" ? "" : ` (${text})`}`;
+            // wsbridge's reasons are short plain text; a page of HTML says nothing useful here.
+            const plain = (response.headers.get("content-type") ?? "").startsWith("text/plain");
+            const text = plain ? (await response.text()).slice(0, 200).trim() : "";
+            return { status, reason: `handshake refused: HTTP ${status}${text === "" ? "" : ` (${text})`}` };
         }
         catch {
             return undefined;
@@ -385,17 +389,18 @@ export class WsbridgeClient {
         const refused = await this.refusal(this.lastToken);
         if (attempt !== this.attempt || this.currentState !== "waiting")
             return;
-        if (refused === undefined) {
+        if (refused === undefined || (refused.status !== 401 && refused.status !== 403)) {
+            // Worth retrying (503 too many connections, say): the close event tells the reason.
             this.refusals = 0;
-            this.scheduleReconnect(code, reason, true);
+            this.scheduleReconnect(code, refused?.reason ?? reason, true);
         }
         else if (++this.refusals < REFUSALS_BEFORE_STOP) {
             // A refusal can be passing (a token that expired in between, a probe answered
             // differently from the handshake): try again, with a fresh token if there is a function.
-            this.scheduleReconnect(code, refused, true);
+            this.scheduleReconnect(code, refused.reason, true);
         }
         else {
-            this.stop(refused, code);
+            this.stop(refused.reason, code);
         }
     }
     scheduleReconnect(code, reason, failed) {

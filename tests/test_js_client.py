@@ -519,12 +519,13 @@ def test_a_full_server_is_explained_and_retried(js_node: Node, adapter: str) -> 
     from wsbridge import Endpoint
 
     app = serve_adapter(adapter, Endpoint(Broadcaster(), max_connections=1))
-    holder = connect(app.url, open_timeout=scaled(10))
-    scenario = Scenario(js_node, "busy", app.url)
     try:
-        result = json.loads(drive(scenario, {"free-slot": holder.close}))
+        with connect(app.url, open_timeout=scaled(10)) as holder:
+            scenario = Scenario(js_node, "busy", app.url)
+            try:
+                result = json.loads(drive(scenario, {"free-slot": holder.close}))
+            finally:
+                scenario.close()
     finally:
-        holder.close()
-        scenario.close()
         app.stop()
     assert result == {"reason": "handshake refused: HTTP 503 (too many connections)", "retried": True}

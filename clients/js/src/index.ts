@@ -411,11 +411,12 @@ export class WsbridgeClient<Events extends object = Record<string, unknown>> {
         signal: AbortSignal.timeout(this.options.connectTimeout),
       });
       const { status } = response;
-      if (status < 400) return undefined;
+      if (status < 400 || status === 426) return undefined;
       // wsbridge's reasons are short plain text; a page of HTML says nothing useful here.
       const plain = (response.headers.get("content-type") ?? "").startsWith("text/plain");
       const text = plain ? (await response.text()).slice(0, 200).trim() : "";
-      return { status, reason: `handshake refused: HTTP ${status}${text === "" ? "" : ` (${text})`}` };
+      const reason = `handshake refused: HTTP ${status}${text === "" ? "" : ` (${text})`}`;
+      return { status, reason };
     } catch {
       return undefined;
     }

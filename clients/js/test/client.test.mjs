@@ -522,12 +522,30 @@ test("a refusal worth retrying (503) is retried, its reason told in the close ev
 
 test("a refusal's body is shown only when it is plain text", async () => {
   globalThis.fetch = async () =>
-    new Response("<html>Forbidden</html>", { status: 403, headers: { "content-type": "text/html" } });
+    new Response("<html>Forbidden</html>", {
+      status: 403,
+      headers: { "content-type": "text/html" },
+    });
   try {
     const client = newClient();
     const stopped = nextEvent(client, "stopped");
     for (let n = 0; n < 3; n++) (await socketNumber(n)).fail();
     assert.equal((await stopped).reason, "handshake refused: HTTP 403");
+  } finally {
+    delete globalThis.fetch;
+  }
+});
+
+test("426 (the handshake would be accepted) is no refusal: retried with the close's reason", async () => {
+  globalThis.fetch = async () =>
+    new Response("WebSocket endpoint: connect with a WebSocket client", { status: 426 });
+  try {
+    const client = newClient();
+    const closed = nextEvent(client, "close");
+    (await socketNumber(0)).fail();
+    assert.equal((await closed).reason, "the connection could not be opened");
+    await socketNumber(1);
+    client.close();
   } finally {
     delete globalThis.fetch;
   }

@@ -528,4 +528,70 @@ def test_a_full_server_is_explained_and_retried(js_node: Node, adapter: str) -> 
                 scenario.close()
     finally:
         app.stop()
-    assert result == {"reason": "handshake refused: HTTP 503 (too many connections)", "retried": True}
+    reason = "handshake refused: HTTP 503 (too many connections)"
+    assert result == {"reason": reason, "retried": True}
+
+
+PAGE = "<!doctype html><title>refusal</title><p>a page of the bridge's own origin</p>"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("allowed", "limit", "wait_for", "expected"),
+    [
+        (True, 0, "close", {"close": "handshake refused: HTTP 503 (too many connections)"}),
+        (False, None, "stopped", {"stopped": "handshake refused: HTTP 403 (origin not allowed)"}),
+    ],
+    ids=["connection-limit", "origin-not-allowed"],
+)
+def test_a_page_of_the_same_origin_learns_why_in_chromium(
+    browser_tools: tuple[str, str],  # noqa: F811  (the fixture imported above)
+    allowed: bool,
+    limit: int | None,
+    wait_for: str,
+    expected: dict[str, str],
+) -> None:
+    # Chromium sends no Origin with a same-origin GET: the answer judges its Referer.
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    from tests.support.servers import UvicornServer
+    from wsbridge import Endpoint
+    from wsbridge.starlette import create_route
+
+    node, chromium = browser_tools
+    broadcaster = Broadcaster()
+    endpoint = Endpoint(broadcaster, max_connections=limit)
+    static = ROOT / "src" / "wsbridge" / "demo" / "static" / "wsbridge"
+    app = Starlette(
+        routes=[
+            Route("/", lambda request: HTMLResponse(PAGE)),
+            Mount("/client", StaticFiles(directory=static)),
+            create_route(endpoint, "/ws"),
+        ],
+        lifespan=broadcaster.lifespan,
+    )
+    server = UvicornServer(app)
+    origin = f"http://127.0.0.1:{server.port}"
+    endpoint.allowed_origins = frozenset([origin if allowed else "https://elsewhere.example"])
+    server.start()
+    try:
+        result = subprocess.run(
+            [node, str(ROOT / "tests" / "browser" / "refusal.mjs")],
+            cwd=ROOT / "tests" / "browser",
+            env=child_env(PAGE_URL=origin + "/", WAIT_FOR=wait_for, CHROMIUM_PATH=chromium),
+            capture_output=True,
+            text=True,
+            timeout=scaled(120),
+            check=False,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    if wait_for == "close":
+        assert outcome == {**expected, "state": "waiting"}, outcome
+    else:
+        assert outcome == expected, outcome

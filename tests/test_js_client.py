@@ -47,6 +47,29 @@ def test_versions_agree_with_the_python_package() -> None:
     assert lock["packages"][""]["version"] == manifest["version"]
 
 
+@pytest.mark.parametrize(
+    ("python", "npm"),
+    [
+        ("0.2.0", "0.2.0"),
+        ("0.2.0.dev0", "0.2.0-dev.0"),
+        ("0.2.0a1", "0.2.0-a.1"),
+        ("0.2.0b2", "0.2.0-b.2"),
+        ("1.0.0rc1", "1.0.0-rc.1"),
+    ],
+)
+def test_the_npm_spelling_of_a_version_is_the_documented_one(python: str, npm: str) -> None:
+    assert npm_version(python) == npm
+    table = (ROOT / "docs" / "versioning.md").read_text(encoding="utf-8")
+    if python.startswith("0.2.0"):  # the rows of the mapping's table in docs/versioning.md
+        assert f"| `{python}` | `{npm}` |" in table
+
+
+def test_versions_without_an_npm_spelling_are_refused() -> None:
+    for version in ("0.2.0.post1", "0.2.0+local", "0.2"):
+        with pytest.raises(AssertionError):
+            npm_version(version)
+
+
 def test_the_package_has_no_runtime_dependencies() -> None:
     manifest = json.loads((PACKAGE / "package.json").read_text(encoding="utf-8"))
     assert "dependencies" not in manifest

@@ -7,6 +7,7 @@ real server (uvicorn, hypercorn, aiohttp, the standalone server) and is asked ov
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -147,5 +148,28 @@ async def test_head_gets_the_status_without_a_body(adapter: str) -> None:
             response = await http.head(app.url.replace("ws://", "http://"))
         assert response.status_code == 503
         assert response.content == b""
+    finally:
+        app.stop()
+
+
+@pytest.mark.parametrize("adapter", SERVERS)
+async def test_hostile_plain_requests_get_an_answer(adapter: str) -> None:
+    app = serve(adapter, Endpoint(Broadcaster(), allowed_origins=["https://app.example"]))
+    requests = [
+        b"Upgrade: foo\r\nUpgrade: bar\r\n",  # a repeated header
+        b"Referer: http://[\r\nOrigin:\r\n",
+        b"Referer: " + b"https://app.example/" + b"a" * 4000 + b"\r\n",
+    ]
+    try:
+        for extra in requests:
+            reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+            writer.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + b"\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), scaled(10))
+            writer.close()
+            assert status.startswith(b"HTTP/1.1 "), (extra, status)
+            assert int(status.split()[1]) in (400, 403, 426), (extra, status)
+        # Still serving.
+        assert (await get(app.url, Origin="https://app.example")).status_code == 426
     finally:
         app.stop()

@@ -390,7 +390,8 @@ class _Connection(asyncio.Protocol):
         )
         assert self.transport is not None
         self.transport.pause_reading()
-        upgrade = request.headers.get("Upgrade", "")
+        # get_all: a repeated header must not raise (Headers.get would).
+        upgrade = ",".join(request.headers.get_all("Upgrade"))
         if "websocket" not in upgrade.lower():
             # A plain GET: the JavaScript client asking why its handshake was refused.
             self.worker = self.server._spawn(self._answer_http(info))

@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
+from importlib.resources import files
 from typing import Any
 from urllib.parse import unquote
 
@@ -39,16 +42,17 @@ import anyio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.crc import key_slot
-from redis.exceptions import NoPermissionError, RedisError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
 from wsbridge.backends import BrokerMessage
-from wsbridge.backends.redis import PendingCommand
+from wsbridge.backends.redis import PendingCommand, history_keys
 from wsbridge.exceptions import (
     BrokerClosedError,
     BrokerUnavailableError,
     ConfigurationError,
     SubscriptionRefusedError,
 )
+from wsbridge.history import History, Page, Position, new_epoch
 
 __all__ = ["RedisClusterBackend", "parse_cluster_url"]
 
@@ -105,6 +109,23 @@ def parse_cluster_url(url: str) -> tuple[list[Address], dict[str, Any]]:
     if tls:
         options["ssl"] = True
     return nodes, options
+
+
+def _seconds(value: float) -> int:
+    return max(1, math.ceil(value))
+
+
+class _Script:
+    """A Lua script shipped with the package, run by ``EVALSHA`` (``EVAL`` the first time)."""
+
+    def __init__(self, name: str) -> None:
+        self.text = files("wsbridge.backends").joinpath(name).read_text(encoding="utf-8")
+        # The id Redis gives a script (SCRIPT LOAD): its SHA-1, not a security measure.
+        self.sha = hashlib.sha1(self.text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+_PUBLISH = _Script("history_publish.lua")
+_READ = _Script("history_read.lua")
 
 
 def _slot_map(reply: object, address: Address) -> tuple[list[Address | None], list[Address]]:
@@ -417,6 +438,78 @@ class RedisClusterBackend:
                 await publisher.execute_command("SPUBLISH", channel, data)
         except _FAILURES as exc:
             raise BrokerUnavailableError(f"cannot publish to {channel!r}: {exc}") from exc
+
+    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run ``script`` on the shard of ``keys`` (one slot), following redirections.
+
+        ``EVALSHA`` first; a node that does not know the script yet (a promoted replica:
+        the script cache is not replicated) gets it with ``EVAL``.
+        """
+        publisher = self._publisher
+        if publisher is None:
+            raise BrokerClosedError("the Redis Cluster backend is not connected")
+        try:
+            return await publisher.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await publisher.execute_command("EVAL", script.text, len(keys), *keys, *args)
+
+    async def append(
+        self, channel: str, data: bytes, history: History | None, latest: bool
+    ) -> Position | None:
+        """Publish ``data`` with ``SPUBLISH`` on the channel's shard, and keep it there.
+
+        With ``history`` it gets the next offset of the channel's epoch, in one script on
+        the shard that owns the channel's slot (its keys carry a hash tag of that slot,
+        see :func:`~wsbridge.backends.redis.history_keys`). An epoch last written by
+        another node (before a failover or a slot migration) is ended, never continued:
+        see the module's notes. ``latest``: also keep it as the channel's latest value.
+        Returns the publication's position, ``None`` without history.
+        """
+        keys = history_keys(channel)
+        size = 0 if history is None else history.size
+        ttl = 1 if history is None else _seconds(history.ttl)
+        meta_ttl = _seconds(History().meta_ttl if history is None else history.meta_ttl)
+        args = [channel, data, size, ttl, meta_ttl, new_epoch(), "1" if latest else "0"]
+        try:
+            with anyio.fail_after(self._command_timeout):
+                reply = await self._eval(_PUBLISH, keys, [*args, "cluster"])
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(f"cannot publish to {channel!r}: {exc}") from exc
+        if history is None:
+            return None
+        return Position(_text(reply[0]), int(reply[1]))
+
+    async def read_history(self, channel: str, history: History, after: int, limit: int) -> Page:
+        """The channel's position, and up to ``limit`` publications after offset ``after``.
+
+        Read on the shard that owns the channel's slot; an epoch another node wrote is
+        ended there first, as :meth:`append` does.
+        """
+        keys = history_keys(channel)[:2]
+        args = [f"0-{after + 1}", limit, new_epoch(), _seconds(history.meta_ttl), "cluster"]
+        try:
+            with anyio.fail_after(self._command_timeout):
+                reply = await self._eval(_READ, keys, args)
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(f"cannot read the history of {channel!r}: {exc}") from exc
+        entries: list[tuple[int, bytes]] = []
+        for entry_id, fields in reply[2]:
+            offset = int(_text(entry_id).partition("-")[2])
+            values = dict(zip(fields[::2], fields[1::2], strict=False))
+            entries.append((offset, values.get(b"d", b"")))
+        return Page(Position(_text(reply[0]), int(reply[1])), entries)
+
+    async def latest(self, channel: str) -> bytes | None:
+        """The latest value :meth:`append` kept for ``channel``, read on its shard."""
+        publisher = self._publisher
+        if publisher is None:
+            raise BrokerClosedError("the Redis Cluster backend is not connected")
+        try:
+            with anyio.fail_after(self._command_timeout):
+                value = await publisher.execute_command("GET", history_keys(channel)[2])
+        except _FAILURES as exc:
+            raise BrokerUnavailableError(f"cannot read the latest {channel!r}: {exc}") from exc
+        return value if isinstance(value, bytes) else None
 
     async def messages(self) -> AsyncIterator[BrokerMessage]:
         """Yield messages from every shard until one of them is lost."""

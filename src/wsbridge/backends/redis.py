@@ -9,6 +9,7 @@ a small connection pool. URLs: ``redis://[[user]:[password]@]host:port/db``,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -19,6 +20,7 @@ import anyio
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import RedisError, ResponseError
 
 from wsbridge.backends import BrokerMessage
@@ -53,14 +55,43 @@ def _script(name: str) -> str:
     return files("wsbridge.backends").joinpath(name).read_text(encoding="utf-8")
 
 
+def _hash_tag(channel: str) -> str | None:
+    """The part of ``channel`` Redis Cluster hashes: its first non-empty ``{...}``, or all."""
+    start = channel.find("{")
+    if start >= 0:
+        end = channel.find("}", start + 1)
+        if end > start + 1:
+            return channel[start + 1 : end]
+    return None if "}" in channel or not channel else channel
+
+
+@functools.cache
+def _slot_tag(slot: int) -> str:
+    """The smallest number whose text hashes to ``slot`` (searched once per slot)."""
+    n = 0
+    while key_slot(str(n).encode()) != slot:
+        n += 1
+    return str(n)
+
+
 def history_keys(channel: str) -> tuple[str, str, str]:
     """The Redis keys of a channel's history stream, its epoch and offset, its latest value.
 
-    The channel is the hash tag (``{channel}``): in a Redis Cluster all three live on the
-    slot of the channel's name.
+    The keys carry a hash tag that Redis Cluster hashes to the slot of the channel itself,
+    so they live on the shard that carries its sharded pub/sub: ``wsbridge:{<channel>}:``
+    for a name without braces. A name with braces has its own hash tag (Redis hashes the
+    first non-empty ``{...}``): the keys are ``wsbridge:{<that tag>}:<channel>:``, and for
+    the rare name whose hashed part holds a ``}`` (``a}b``, ``x{}y``) the tag is the
+    smallest number that hashes to the same slot.
     """
-    tag = "wsbridge:{" + channel + "}:"
-    return tag + "h", tag + "m", tag + "l"
+    if channel and "{" not in channel and "}" not in channel:
+        prefix = "wsbridge:{" + channel + "}:"
+    else:
+        tag = _hash_tag(channel)
+        if tag is None:
+            tag = _slot_tag(key_slot(channel.encode("utf-8", "surrogatepass")))
+        prefix = "wsbridge:{" + tag + "}:" + channel + ":"
+    return prefix + "h", prefix + "m", prefix + "l"
 
 
 def _seconds(value: float) -> int:

@@ -10,8 +10,8 @@ and checks every client's sequence of every channel against what the publisher w
 
 from __future__ import annotations
 
+import contextlib
 import json
-import subprocess
 from importlib.resources import files
 from typing import Any
 
@@ -22,15 +22,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from tests.support.processes import Child, wsbridge_command
+from tests.support.processes import Child, child_env, wsbridge_command
 from tests.support.redis_cluster import RedisCluster, find_redis_cli
-from tests.support.redis_server import HOST, RedisServer, scaled
+from tests.support.redis_server import HOST, RedisServer, free_port, scaled
 from wsbridge import Broadcaster, BrokerUnavailableError
 from wsbridge.backends.cluster import RedisClusterBackend
 from wsbridge.backends.redis import history_keys
 from wsbridge.broadcaster import Subscriber
+from wsbridge.client import Client, Event, Status
 from wsbridge.history import History, Position, parse_envelope
 from wsbridge.schema import DeliveryKind, Registry
+from wsbridge.trading import EVENT_HISTORY
 
 pytestmark = pytest.mark.anyio
 
@@ -116,36 +118,36 @@ async def test_history_publish_resume_and_latest_on_the_channel_shard(
         owners[name] = shared_redis_cluster.owner(name)
     channels = sorted(owners)
     url = shared_redis_cluster.url
-    async with Broadcaster(url, registry=registry(), probe_interval=0) as bridge:
-        async with bridge.subscriber() as live:
-            await live.subscribe(channels)
-            for n in range(1, 6):
-                for channel in channels:
-                    await bridge.publish(channel, {"n": n})
-            got = await take(live, 5 * len(channels))
+    bridge = Broadcaster(url, registry=registry(), probe_interval=0)
+    async with bridge, bridge.subscriber() as live:
+        await live.subscribe(channels)
+        for n in range(1, 6):
             for channel in channels:
-                mine = [event for event in got if event["channel"] == channel]
-                # Delivered at all: the script sent it with SPUBLISH on the channel's shard.
-                assert [e["offset"] for e in mine] == [1, 2, 3, 4, 5], channel
-                assert [e["data"]["n"] for e in mine] == [1, 2, 3, 4, 5], channel
-                with shared_redis_cluster.client(owners[channel]) as node:
-                    # The keys are on the owner of the channel itself.
-                    assert node.xlen(history_keys(channel)[0]) == 5
-                    epoch = node.hget(history_keys(channel)[1], "e").decode()
-            async with bridge.subscriber() as late:
-                channel = channels[0]
-                with shared_redis_cluster.client(owners[channel]) as node:
-                    epoch = node.hget(history_keys(channel)[1], "e").decode()
-                resumed = await late.subscribe([channel], since={channel: Position(epoch, 2)})
-                assert resumed[channel].recovered is True
-                assert resumed[channel].position == Position(epoch, 5)
-                assert [e["offset"] for e in await take(late, 3)] == [3, 4, 5]
-            await bridge.publish("state:book", {"value": 42})
+                await bridge.publish(channel, {"n": n})
+        got = await take(live, 5 * len(channels))
+        for channel in channels:
+            mine = [event for event in got if event["channel"] == channel]
+            # Delivered at all: the script sent it with SPUBLISH on the channel's shard.
+            assert [e["offset"] for e in mine] == [1, 2, 3, 4, 5], channel
+            assert [e["data"]["n"] for e in mine] == [1, 2, 3, 4, 5], channel
+            with shared_redis_cluster.client(owners[channel]) as node:
+                # The keys are on the owner of the channel itself.
+                assert node.xlen(history_keys(channel)[0]) == 5
+                epoch = node.hget(history_keys(channel)[1], "e").decode()
+        async with bridge.subscriber() as late:
+            channel = channels[0]
+            with shared_redis_cluster.client(owners[channel]) as node:
+                epoch = node.hget(history_keys(channel)[1], "e").decode()
+            resumed = await late.subscribe([channel], since={channel: Position(epoch, 2)})
+            assert resumed[channel].recovered is True
+            assert resumed[channel].position == Position(epoch, 5)
+            assert [e["offset"] for e in await take(late, 3)] == [3, 4, 5]
+        await bridge.publish("state:book", {"value": 42})
     # A process that starts later reads the latest value from the channel's shard.
-    async with Broadcaster(url, registry=registry(), probe_interval=0) as fresh:
-        async with fresh.subscriber() as newcomer:
-            await newcomer.subscribe(["state:book"])
-            (latest,) = await take(newcomer, 1)
+    fresh = Broadcaster(url, registry=registry(), probe_interval=0)
+    async with fresh, fresh.subscriber() as newcomer:
+        await newcomer.subscribe(["state:book"])
+        (latest,) = await take(newcomer, 1)
     assert latest == {"channel": "state:book", "data": {"value": 42}}
 
 
@@ -174,19 +176,17 @@ async def test_the_documented_cluster_command_and_wsbridge_publish_assign_offset
         pubsub = client.pubsub()
         pubsub.ssubscribe(channel)
         assert pubsub.get_sharded_message(timeout=scaled(5))["type"] == "ssubscribe"
-        done = subprocess.run(
-            documented_command(shared_redis_cluster, other, channel),
-            capture_output=True,
-            text=True,
-            timeout=scaled(20),
-            check=False,
+        done = await anyio.run_process(
+            documented_command(shared_redis_cluster, other, channel), check=False
         )
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0, done.stderr.decode()
         message = pubsub.get_sharded_message(timeout=scaled(5))
-        assert message is not None and message["type"] == "smessage"
+        assert message is not None
+        assert message["type"] == "smessage"
         first = parse_envelope(message["data"])
-        assert first is not None and first[1:] == (1, b'{"n":1}')
-        assert done.stdout.split() == [first[0], "1"]
+        assert first is not None
+        assert first[1:] == (1, b'{"n":1}')
+        assert done.stdout.decode().split() == [first[0], "1"]
         trade = {
             "id": "t-1", "symbol": "AAPL", "side": "BUY", "quantity": 10,
             "entry_price": 178.42, "entry_time": "2026-03-12T14:30:00Z",
@@ -201,9 +201,17 @@ async def test_the_documented_cluster_command_and_wsbridge_publish_assign_offset
         message = pubsub.get_sharded_message(timeout=scaled(5))
         assert message is not None
         second = parse_envelope(message["data"])
-        assert second is not None and second[:2] == (first[0], 2)
+        assert second is not None
+        assert second[:2] == (first[0], 2)
         assert json.loads(second[2])["symbol"] == "AAPL"
         pubsub.close()
+
+
+async def wait_until(predicate: Any, seconds: float = 20) -> None:
+    """Poll ``predicate`` (a blocking call to Redis) until true, for at most ``seconds``."""
+    with anyio.fail_after(scaled(seconds)):
+        while not await anyio.to_thread.run_sync(predicate):  # noqa: ASYNC110 - polls Redis
+            await anyio.sleep(0.05)
 
 
 def replica_of(cluster: RedisCluster, master: RedisServer) -> RedisServer:
@@ -239,9 +247,7 @@ async def test_a_failover_ends_the_epoch_of_the_shard_channels(
         with redis_cluster.client(replica) as node:
             # Even a failover that loses nothing: the new master cannot know that.
             node.execute_command("CLUSTER", "FAILOVER")
-        with anyio.fail_after(scaled(20)):
-            while redis_cluster.owner(channel).port != replica.port:
-                await anyio.sleep(0.05)
+        await wait_until(lambda: redis_cluster.owner(channel).port == replica.port)
         with anyio.fail_after(scaled(20)):
             while True:
                 try:
@@ -250,8 +256,251 @@ async def test_a_failover_ends_the_epoch_of_the_shard_channels(
                 except BrokerUnavailableError:  # the client's slot map catches up
                     await anyio.sleep(0.1)
         assert page.position.epoch != epoch
-        assert page.position.offset == 0 and page.entries == []
+        assert page.position.offset == 0
+        assert page.entries == []
         after = await backend.append(channel, b'{"n":3}', HISTORY, False)
         assert after == Position(page.position.epoch, 1)
     finally:
         await backend.close()
+
+
+# -- a master killed under load, two bridges, resuming clients -----------------------------
+
+
+def start_bridge(url: str) -> tuple[Child, int]:
+    """``wsbridge serve`` on the cluster (the trading registry: ``trade:*`` has history)."""
+    port = free_port()
+    child = Child(
+        wsbridge_command(
+            "serve",
+            "--redis",
+            url,
+            "--port",
+            str(port),
+            "--allow",
+            "trade:*",
+            "--log-level",
+            "info",
+        ),  # fmt: skip
+        env=child_env(),
+    )
+    try:
+        child.wait_for(r"^wsbridge serve: listening on ws://", timeout=30)
+    except BaseException:
+        child.stop()
+        raise
+    return child, port
+
+
+class Acked:
+    """What the publisher was told: per channel, ``seq -> (epoch, offset)``, in order."""
+
+    def __init__(self, channels: list[str]) -> None:
+        self.by_seq: dict[str, dict[int, Position]] = {channel: {} for channel in channels}
+        self.failed = 0
+
+    def last(self, channel: str) -> Position:
+        return list(self.by_seq[channel].values())[-1]
+
+
+async def publish_with_history(url: str, channels: list[str], acked: Acked, seqs: Any) -> None:
+    """The history publish, round after round; a publish that fails is retried (bounded)."""
+    backend = RedisClusterBackend(url, command_timeout=1, connect_timeout=1)
+    await backend.connect()
+    try:
+        for seq in seqs:
+            for channel in channels:
+                payload = json.dumps({"seq": seq}).encode()
+                for _ in range(400):  # about 20 s at most: the failover takes a few
+                    try:
+                        position = await backend.append(channel, payload, EVENT_HISTORY, False)
+                    except BrokerUnavailableError:
+                        acked.failed += 1
+                        await anyio.sleep(0.05)  # the shard is failing over: try again
+                        continue
+                    assert position is not None
+                    acked.by_seq[channel][seq] = position
+                    break
+            await anyio.sleep(0.005)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await backend.close()
+
+
+class Watched:
+    """Everything one client saw, in order: events and statuses."""
+
+    def __init__(self) -> None:
+        self.items: list[Event | Status] = []
+        self.changed = anyio.Event()
+
+    def add(self, item: Event | Status) -> None:
+        self.items.append(item)
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    def top(self, channel: str) -> int | None:
+        for item in reversed(self.items):
+            if isinstance(item, Event) and item.channel == channel:
+                return item.offset
+        return None
+
+    def statuses(self, kind: str) -> list[Status]:
+        return [i for i in self.items if isinstance(i, Status) and i.kind == kind]
+
+
+async def watch(client: Client, watched: Watched) -> None:
+    async for item in client.updates():
+        watched.add(item)
+
+
+def segments(watched: Watched, channel: str) -> list[list[Event]]:
+    """The channel's events cut where offsets stop following each other.
+
+    Every cut must have been announced: a ``not_recovered`` status for the channel since
+    the previous event.
+    """
+    cuts: list[list[Event]] = []
+    told = False
+    for item in watched.items:
+        if isinstance(item, Status):
+            told = told or (item.kind == "not_recovered" and item.detail == channel)
+        elif item.channel == channel:
+            assert item.offset is not None
+            if not cuts or item.offset != (cuts[-1][-1].offset or 0) + 1:
+                assert not cuts or told, f"{channel}: a silent cut before {item.offset}"
+                cuts.append([])
+            cuts[-1].append(item)
+            told = False
+    return cuts
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_history_survives_a_killed_master_with_two_bridges_under_load(
+    redis_cluster: RedisCluster,
+) -> None:
+    owners = spread(redis_cluster, "trade:", per_master=2)
+    channels = sorted(owners)
+    victim = owners[channels[0]]
+    lost = sorted(c for c, owner in owners.items() if owner.port == victim.port)
+    kept = sorted(set(channels) - set(lost))
+    bridges = [start_bridge(redis_cluster.url) for _ in range(2)]
+    acked = Acked(channels)
+    watched = [Watched() for _ in range(4)]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    Client(
+                        f"ws://127.0.0.1:{bridges[n % 2][1]}/ws",
+                        channels=channels,
+                        registry=Registry(),
+                        reconnect_delay=0.2,
+                        max_reconnect_delay=1.0,
+                    )
+                )
+                for n in range(len(watched))
+            ]
+            async with anyio.create_task_group() as tg:
+                for client, w in zip(clients, watched, strict=True):
+                    tg.start_soon(watch, client, w)
+
+                async def every_client_at(tops: dict[str, int]) -> None:
+                    with anyio.move_on_after(scaled(30)):
+                        for w in watched:
+                            while any((w.top(c) or 0) < top for c, top in tops.items()):
+                                await w.changed.wait()
+                    behind = [
+                        (n, c, w.top(c), top)
+                        for n, w in enumerate(watched)
+                        for c, top in tops.items()
+                        if (w.top(c) or 0) < top
+                    ]
+                    assert not behind, (behind, watched[behind[0][0]].items[-20:])
+
+                # Subscribed everywhere; one round reaches everyone; then the load runs
+                # while the master dies.
+                with anyio.fail_after(scaled(30)):
+                    for w in watched:
+                        while not w.statuses("connected"):
+                            await w.changed.wait()
+                await publish_with_history(redis_cluster.url, channels, acked, range(1, 2))
+                await every_client_at({c: acked.last(c).offset for c in channels})
+                first_epochs = {c: acked.last(c).epoch for c in channels}
+                load = anyio.Event()
+
+                async def publish_then_signal() -> None:
+                    await publish_with_history(redis_cluster.url, channels, acked, range(2, 600))
+                    load.set()
+
+                tg.start_soon(publish_then_signal)
+                with anyio.fail_after(scaled(10)):
+                    while len(acked.by_seq[channels[0]]) < 50:
+                        await watched[0].changed.wait()
+                await anyio.to_thread.run_sync(victim.kill)
+                with anyio.fail_after(scaled(90)):
+                    await load.wait()
+                tops = {c: acked.last(c) for c in channels}
+                await every_client_at(
+                    {c: p.offset for c, p in tops.items() if p.epoch == first_epochs[c]}
+                )
+                # A new epoch's offsets start again: wait on the last event's payload.
+                with anyio.fail_after(scaled(30)):
+                    for w in watched:
+                        for c in channels:
+                            last_seq = max(acked.by_seq[c])
+                            while not any(
+                                isinstance(i, Event)
+                                and i.channel == c
+                                and i.data == {"seq": last_seq}
+                                for i in w.items[-50:]
+                            ):
+                                await w.changed.wait()
+                tg.cancel_scope.cancel()
+    finally:
+        for child, _ in bridges:
+            assert child.stop() == 0, child.output()
+    for child, _ in bridges:
+        assert "Traceback" not in child.output(), child.output()
+    assert redis_cluster.owner(channels[0]).port != victim.port
+    for channel in channels:
+        final = acked.last(channel)
+        # The failed shard's channels start a new epoch; the others keep theirs.
+        assert (final.epoch != first_epochs[channel]) == (channel in lost), channel
+    for w in watched:
+        assert w.statuses("broker_down"), "every client heard of the failover"
+        assert w.statuses("broker_up")
+        for channel in channels:
+            cuts = segments(w, channel)
+            received = [e.data["seq"] for cut in cuts for e in cut]
+            for cut in cuts:
+                epochs = set()
+                for event in cut:
+                    position = acked.by_seq[channel].get(event.data["seq"])
+                    if position is not None:
+                        # Told this offset: no offset was ever handed out twice.
+                        assert position.offset == event.offset, (channel, event)
+                        epochs.add(position.epoch)
+                assert len(epochs) <= 1, f"{channel}: one run of offsets spans two epochs"
+            final = acked.last(channel)
+            last = cuts[-1]
+            assert last[-1].offset == final.offset, channel
+            if channel in kept:
+                # Its shard never failed: broker down and up, and nothing lost or repeated.
+                assert len(cuts) == 1, (channel, [(c[0].offset, c[-1].offset) for c in cuts])
+                assert sorted(acked.by_seq[channel]) == [
+                    s for s in received if s in acked.by_seq[channel]
+                ]
+            else:
+                # The new epoch was announced; from where this client joined it, all of it.
+                assert len(cuts) >= 2, channel
+                new = [s for s, p in acked.by_seq[channel].items() if p.epoch == final.epoch]
+                start = last[0].offset or 0
+                wanted = [s for s in new if acked.by_seq[channel][s].offset >= start]
+                assert [s for s in (e.data["seq"] for e in last) if s in wanted] == wanted
+    print(
+        f"acked {sum(map(len, acked.by_seq.values()))} publishes, {acked.failed} failed attempts;",
+        "new epoch on",
+        lost,
+    )

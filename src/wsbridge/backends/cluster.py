@@ -24,6 +24,16 @@ Patterns cannot be sharded, and a pattern subscription on a cluster would never 
 ``SPUBLISH``: subscribing a pattern is refused with
 :class:`~wsbridge.SubscriptionRefusedError` (clients get a ``subscription_refused`` error
 for it), never silently left deaf.
+
+Channel history works as on one Redis, on the channel's shard: its keys carry a hash tag
+of the channel's slot (:func:`~wsbridge.backends.redis.history_keys`), and the same Lua
+scripts run there, with ``SPUBLISH`` for the live message. Replication to replicas is
+asynchronous, so a promoted replica may lack the last publications its master made and
+delivered; continuing the epoch there would give their offsets to other publications.
+The scripts therefore keep the id of the node that wrote a channel's epoch, and a node
+that finds another's id starts a new epoch (after a failover, or a slot migration):
+subscribers of the channel are then told it was not recovered, never given a reused
+offset.
 """
 
 from __future__ import annotations

@@ -270,20 +270,8 @@ async def test_a_failover_ends_the_epoch_of_the_shard_channels(
 def start_bridge(url: str) -> tuple[Child, int]:
     """``wsbridge serve`` on the cluster (the trading registry: ``trade:*`` has history)."""
     port = free_port()
-    child = Child(
-        wsbridge_command(
-            "serve",
-            "--redis",
-            url,
-            "--port",
-            str(port),
-            "--allow",
-            "trade:*",
-            "--log-level",
-            "info",
-        ),  # fmt: skip
-        env=child_env(),
-    )
+    args = ["--redis", url, "--port", str(port), "--allow", "trade:*", "--log-level", "info"]
+    child = Child(wsbridge_command("serve", *args), env=child_env())
     try:
         child.wait_for(r"^wsbridge serve: listening on ws://", timeout=30)
     except BaseException:
@@ -504,3 +492,48 @@ async def test_history_survives_a_killed_master_with_two_bridges_under_load(
         "new epoch on",
         lost,
     )
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_a_migrated_slot_ends_the_epoch_on_its_new_owner(redis_cluster: RedisCluster) -> None:
+    channel = "ev:moving"
+    keys = history_keys(channel)
+    backend = RedisClusterBackend(redis_cluster.url)
+    await backend.connect()
+    try:
+        first = await backend.append(channel, b'{"n":1}', HISTORY, False)
+        assert first is not None
+        source = redis_cluster.owner(channel)
+        target = next(m for m in redis_cluster.masters() if m.port != source.port)
+        source_id, target_id = redis_cluster.node_id(source), redis_cluster.node_id(target)
+        # A resharding as redis-cli --cluster reshard does it, keys moved with MIGRATE.
+        with redis_cluster.client(target) as node:
+            node.execute_command("CLUSTER", "SETSLOT", slot(channel), "IMPORTING", source_id)
+        with redis_cluster.client(source) as node:
+            node.execute_command("CLUSTER", "SETSLOT", slot(channel), "MIGRATING", target_id)
+            node.execute_command(
+                "MIGRATE", HOST, target.port, "", 0, int(scaled(5) * 1000), "KEYS", *keys[:2]
+            )
+        for owner in (target, source):
+            with redis_cluster.client(owner) as node:
+                node.execute_command("CLUSTER", "SETSLOT", slot(channel), "NODE", target_id)
+        with redis_cluster.client(target) as node:
+            # The history moved with its slot, still marked as the source's.
+            assert node.hget(keys[1], "e") == first.epoch.encode()
+            assert node.hget(keys[1], "w") == source_id.encode()
+        with anyio.fail_after(scaled(20)):
+            while True:
+                try:
+                    page = await backend.read_history(channel, HISTORY, 0, 10)
+                    break
+                except BrokerUnavailableError:  # the client's slot map catches up
+                    await anyio.sleep(0.1)
+        assert redis_cluster.owner(channel).port == target.port
+        assert page.position.epoch != first.epoch
+        assert page.position.offset == 0
+        assert await backend.append(channel, b'{"n":2}', HISTORY, False) == Position(
+            page.position.epoch, 1
+        )
+    finally:
+        await backend.close()

@@ -241,8 +241,9 @@ async def test_a_failover_ends_the_epoch_of_the_shard_channels(
         epoch = positions[0].epoch if positions[0] else ""
         assert positions == [Position(epoch, 1), Position(epoch, 2)]
         owner = redis_cluster.owner(channel)
-        with redis_cluster.client(owner) as node:
-            assert node.wait(1, int(scaled(5) * 1000)) == 1  # the replica has both
+        with redis.Redis(host=HOST, port=owner.port, socket_timeout=scaled(20)) as node:
+            # The replica has both (its first sync may still be under way).
+            assert node.wait(1, int(scaled(15) * 1000)) == 1
         replica = replica_of(redis_cluster, owner)
         with redis_cluster.client(replica) as node:
             # Even a failover that loses nothing: the new master cannot know that.

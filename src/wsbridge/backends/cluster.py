@@ -67,6 +67,10 @@ from wsbridge.history import History, Page, Position, new_epoch
 __all__ = ["RedisClusterBackend", "parse_cluster_url"]
 
 _FAILURES = (RedisError, OSError, TimeoutError)
+# The cluster client's commands: redis-py's asyncio connection may also raise
+# AttributeError or TypeError when it writes to a connection the node just closed (a node
+# that died), instead of ConnectionError: the node is as unavailable either way.
+_CLIENT_FAILURES = (*_FAILURES, AttributeError, TypeError)
 _SLOTS = 16384
 _SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 # Options that mean the same to one node's connection and to the cluster client.
@@ -446,7 +450,7 @@ class RedisClusterBackend:
         try:
             with anyio.fail_after(self._command_timeout):
                 await publisher.execute_command("SPUBLISH", channel, data)
-        except _FAILURES as exc:
+        except _CLIENT_FAILURES as exc:
             raise BrokerUnavailableError(f"cannot publish to {channel!r}: {exc}") from exc
 
     async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -483,7 +487,7 @@ class RedisClusterBackend:
         try:
             with anyio.fail_after(self._command_timeout):
                 reply = await self._eval(_PUBLISH, keys, [*args, "cluster"])
-        except _FAILURES as exc:
+        except _CLIENT_FAILURES as exc:
             raise BrokerUnavailableError(f"cannot publish to {channel!r}: {exc}") from exc
         if history is None:
             return None
@@ -500,7 +504,7 @@ class RedisClusterBackend:
         try:
             with anyio.fail_after(self._command_timeout):
                 reply = await self._eval(_READ, keys, args)
-        except _FAILURES as exc:
+        except _CLIENT_FAILURES as exc:
             raise BrokerUnavailableError(f"cannot read the history of {channel!r}: {exc}") from exc
         entries: list[tuple[int, bytes]] = []
         for entry_id, fields in reply[2]:
@@ -517,7 +521,7 @@ class RedisClusterBackend:
         try:
             with anyio.fail_after(self._command_timeout):
                 value = await publisher.execute_command("GET", history_keys(channel)[2])
-        except _FAILURES as exc:
+        except _CLIENT_FAILURES as exc:
             raise BrokerUnavailableError(f"cannot read the latest {channel!r}: {exc}") from exc
         return value if isinstance(value, bytes) else None
 

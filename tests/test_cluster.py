@@ -35,6 +35,7 @@ from wsbridge.backends.cluster import (
     parse_cluster_url,
 )
 from wsbridge.exceptions import ConfigurationError
+from wsbridge.history import parse_envelope
 
 pytestmark = pytest.mark.anyio
 
@@ -179,7 +180,10 @@ async def test_wsbridge_publish_sends_to_the_channel_shard(
         message = pubsub.get_sharded_message(timeout=scaled(5))
         assert message is not None
         assert message["type"] == "smessage"
-        assert json.loads(message["data"])["symbol"] == trade["symbol"]
+        # trade:executed has history: the live message is its envelope, with an offset.
+        envelope = parse_envelope(message["data"])
+        assert envelope is not None
+        assert json.loads(envelope[2])["symbol"] == trade["symbol"]
         pubsub.close()
 
 

@@ -538,3 +538,56 @@ async def test_a_migrated_slot_ends_the_epoch_on_its_new_owner(redis_cluster: Re
         )
     finally:
         await backend.close()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_a_write_lost_in_a_failover_never_lends_its_offset_to_another_event(
+    redis_cluster: RedisCluster,
+) -> None:
+    channel = "ev:lost"
+    keys = history_keys(channel)
+    bridge = Broadcaster(redis_cluster.url, registry=registry(), probe_interval=0)
+    async with bridge, bridge.subscriber() as live:
+        await live.subscribe([channel])
+        for n in (1, 2):
+            await bridge.publish(channel, {"n": n})
+        assert [e["offset"] for e in await take(live, 2)] == [1, 2]
+        owner = redis_cluster.owner(channel)
+        replica = replica_of(redis_cluster, owner)
+        with redis.Redis(host=HOST, port=owner.port, socket_timeout=scaled(20)) as node:
+            assert node.wait(1, int(scaled(15) * 1000)) == 1
+            epoch = node.hget(keys[1], "e").decode()
+            # Cut replication, and keep it cut: the replica cannot authenticate again.
+            with redis_cluster.client(replica) as other:
+                other.config_set("masterauth", "not-the-password")
+            node.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        # Published, acknowledged and delivered live; never replicated.
+        await bridge.publish(channel, {"n": 3})
+        assert await take(live, 1) == [{"channel": channel, "data": {"n": 3}, "offset": 3}]
+        with redis_cluster.client(replica) as other:
+            other.execute_command("READONLY")
+            assert other.hget(keys[1], "o") == b"2"
+        await anyio.to_thread.run_sync(owner.kill)
+        await wait_until(lambda: redis_cluster.owner(channel).port == replica.port, 30)
+        with anyio.fail_after(scaled(30)):
+            # Subscribed on the promoted replica once the bridge says "up".
+            while (await take(live, 1))[0].get("status") != "up":
+                pass
+        with anyio.fail_after(scaled(30)):
+            while True:
+                try:
+                    await bridge.publish(channel, {"n": 4})
+                    break
+                except BrokerUnavailableError:  # until the client's slot map catches up
+                    await anyio.sleep(0.1)
+        # Continuing the old epoch would give {"n": 4} offset 3 again: the bridge, at 3
+        # already, would drop it as delivered, and no client would ever see it.
+        (event,) = await take(live, 1)
+        assert event == {"channel": channel, "data": {"n": 4}, "offset": 1}
+        async with bridge.subscriber() as back:
+            resumed = await back.subscribe([channel], since={channel: Position(epoch, 3)})
+        assert resumed[channel].recovered is False
+        position = resumed[channel].position
+        assert position is not None
+        assert position.epoch != epoch

@@ -6,9 +6,14 @@ worker ends by itself on end of input, on ``{"cmd": "exit"}`` or after ``--max-s
 
 Commands:
 
-* ``connect`` ``count``: open ``count`` more clients; each sends ``{"type":"ping"}`` at once.
+* ``connect`` ``count`` [``hello``]: open ``count`` more clients; each sends
+  ``{"type":"ping"}`` at once, or the text ``hello`` instead when given (a ``subscribe``
+  with ``since``: a client that resumes on a new connection).
+* ``send`` ``text``: send the text frame ``text`` on every open client.
+* ``close``: close every client and forget them.
 * ``status``: how many clients are ready (have had their pong and a warm-up event on every
-  channel), open, closed.
+  channel), open, closed; the ``subscribed``/``unsubscribed`` acknowledgements they had, and
+  how many of those said ``"recovered":false``.
 * ``start`` ``base`` ``count`` ``latency``: reset the tallies; events ``base .. base+count-1``
   are now expected, exactly once each, by every client.
 * ``keepalive`` ``interval``: from now on ping every client once per ``interval`` seconds
@@ -19,7 +24,8 @@ Commands:
 
 Per frame, a client finds ``"bench_seq"`` (and ``"bench_ns"`` when measuring latency) with a
 regular expression instead of decoding the whole JSON; the first measured frame of each client
-is decoded in full and checked against the wire format ``{"channel": ..., "data": ...}``.
+is decoded in full and checked against the wire format ``{"channel": ..., "data": ...}``
+(with an integer ``"offset"`` on a channel with history).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class Tally:
     """What one client has received."""
 
     __slots__ = (
+        "acks",
         "closed",
         "count",
         "dups",
@@ -60,6 +67,7 @@ class Tally:
         "pong",
         "seen",
         "stale",
+        "unrecovered",
         "validated",
         "warm",
     )
@@ -68,6 +76,8 @@ class Tally:
         self.closed = False
         self.pong = False
         self.warm = 0
+        self.acks = 0
+        self.unrecovered = 0
         self.reset(0, channels)
 
     def reset(self, count: int, channels: int) -> None:
@@ -122,6 +132,10 @@ class Worker:
             if b'"pong"' in payload:
                 t.pong = True
                 self.pongs += 1
+            elif payload.startswith((b'{"type":"subscribed"', b'{"type":"unsubscribed"')):
+                t.acks += 1
+                if b'"recovered":false' in payload:
+                    t.unrecovered += 1
             elif b'"type"' not in payload:  # control frames (acks, broker status) are allowed
                 t.malformed += 1
             return
@@ -174,7 +188,8 @@ class Worker:
             frame = json.loads(payload)
             ok = (
                 isinstance(frame, dict)
-                and set(frame) == {"channel", "data"}
+                and set(frame) - {"offset"} == {"channel", "data"}
+                and isinstance(frame.get("offset", 0), int)
                 and frame["channel"] == self.channels[seq % self.nch]
                 and isinstance(frame["data"], dict)
                 and frame["data"].get("bench_seq") == seq
@@ -188,8 +203,8 @@ class Worker:
 
     # -- clients ----------------------------------------------------------------------
 
-    async def connect(self, count: int) -> dict[str, Any]:
-        """Open ``count`` more clients, a bounded number at a time."""
+    async def connect(self, count: int, hello: bytes = PING) -> dict[str, Any]:
+        """Open ``count`` more clients, a bounded number at a time; each sends ``hello``."""
         opener = {
             "picows": self._open_picows,
             "websockets": self._open_websockets,
@@ -202,9 +217,11 @@ class Worker:
             nonlocal failed
             async with sem:
                 t = Tally(self.nch)
+                if self.measuring:  # a client that resumes: it expects the measured events
+                    t.reset(self.expected, self.nch)
                 for attempt in range(CONNECT_ATTEMPTS):
                     try:
-                        handle = await asyncio.wait_for(opener(t), 20)
+                        handle = await asyncio.wait_for(opener(t, hello), 20)
                     except Exception as exc:  # any failure to connect is retried, then counted
                         if attempt == CONNECT_ATTEMPTS - 1:
                             failed += 1
@@ -219,14 +236,14 @@ class Worker:
         await asyncio.gather(*(one() for _ in range(count)))
         return {"clients": len(self.tallies), "failed": failed}
 
-    async def _open_picows(self, t: Tally) -> Any:
+    async def _open_picows(self, t: Tally, hello: bytes) -> Any:
         from picows import WSListener, WSMsgType, ws_connect
 
         worker = self
 
         class Client(WSListener):  # type: ignore[misc]
             def on_ws_connected(self, transport: Any) -> None:
-                transport.send(WSMsgType.TEXT, PING)
+                transport.send(WSMsgType.TEXT, hello)
 
             def on_ws_frame(self, transport: Any, frame: Any) -> None:
                 if frame.msg_type == WSMsgType.TEXT and frame.fin:
@@ -243,13 +260,13 @@ class Worker:
         transport, _ = await ws_connect(Client, self.url)
         return transport
 
-    async def _open_websockets(self, t: Tally) -> Any:
+    async def _open_websockets(self, t: Tally, hello: bytes) -> Any:
         from websockets.asyncio.client import connect
 
         # With deflate, the offer browsers make: permessage-deflate; client_max_window_bits.
         compression = "deflate" if self.deflate else None
         ws = await connect(self.url, compression=compression, ping_interval=None, max_queue=None)
-        await ws.send(PING.decode())
+        await ws.send(hello.decode())
 
         async def reader() -> None:
             try:
@@ -262,14 +279,14 @@ class Worker:
         self._spawn(reader)
         return ws
 
-    async def _open_aiohttp(self, t: Tally) -> Any:
+    async def _open_aiohttp(self, t: Tally, hello: bytes) -> Any:
         import aiohttp
 
         if self.session is None:
             connector = aiohttp.TCPConnector(limit=0)
             self.session = aiohttp.ClientSession(connector=connector)
         ws = await self.session.ws_connect(self.url, autoping=True, compress=0)
-        await ws.send_str(PING.decode())
+        await ws.send_str(hello.decode())
 
         async def reader() -> None:
             try:
@@ -282,19 +299,44 @@ class Worker:
         self._spawn(reader)
         return ws
 
-    def ping(self, handle: Any) -> None:
-        """Send ``{"type":"ping"}`` on one client without waiting."""
+    def ping(self, handle: Any, text: bytes = PING) -> None:
+        """Send ``text`` (``{"type":"ping"}`` by default) on one client without waiting."""
         try:
             if self.client == "picows":
                 from picows import WSMsgType
 
-                handle.send(WSMsgType.TEXT, PING)
+                handle.send(WSMsgType.TEXT, text)
             elif self.client == "websockets":
-                self._spawn(lambda: handle.send(PING.decode()))
+                self._spawn(lambda: handle.send(text.decode()))
             else:
-                self._spawn(lambda: handle.send_str(PING.decode()))
+                self._spawn(lambda: handle.send_str(text.decode()))
         except Exception:  # a client that has gone is counted by its reader, not here
             return
+
+    def send_all(self, text: bytes) -> dict[str, Any]:
+        """Send the text frame ``text`` on every open client."""
+        sent = 0
+        for t, handle in zip(self.tallies, self.handles, strict=True):
+            if not t.closed:
+                self.ping(handle, text)
+                sent += 1
+        return {"sent": sent}
+
+    async def close_all(self) -> dict[str, Any]:
+        """Close every client (bounded wait for the closes) and forget them."""
+        tallies, handles = self.tallies, self.handles
+        self.tallies, self.handles = [], []
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                if self.client == "picows":
+                    handle.disconnect(graceful=False)
+                else:
+                    await asyncio.wait_for(handle.close(), 5)
+        for _ in range(500):  # at most 10 s for the closes to be seen
+            if all(t.closed for t in tallies):
+                break
+            await asyncio.sleep(0.02)
+        return {"closed": sum(1 for t in tallies if t.closed), "clients": len(tallies)}
 
     def _spawn(self, coro_fn: Callable[[], Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro_fn())
@@ -313,6 +355,8 @@ class Worker:
             "closed": closed,
             "no_pong": sum(1 for t in self.tallies if not t.pong),
             "not_warm": sum(1 for t in self.tallies if t.warm != self.all_warm),
+            "acks": sum(t.acks for t in self.tallies),
+            "unrecovered": sum(t.unrecovered for t in self.tallies),
         }
 
     def start(self, base: int, count: int, latency: bool) -> dict[str, Any]:
@@ -420,7 +464,12 @@ async def serve_commands(worker: Worker, max_seconds: float) -> None:
         if name == "exit":
             reply: dict[str, Any] = {"ok": True}
         elif name == "connect":
-            reply = await worker.connect(int(cmd["count"]))
+            hello = cmd.get("hello")
+            reply = await worker.connect(int(cmd["count"]), hello.encode() if hello else PING)
+        elif name == "send":
+            reply = worker.send_all(str(cmd["text"]).encode())
+        elif name == "close":
+            reply = await worker.close_all()
         elif name == "status":
             reply = worker.status()
         elif name == "start":

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -405,10 +406,26 @@ class CaseError(Exception):
         self.detail = detail
 
 
+def plain_publish(client: Any, channel: str, data: str) -> Any:
+    """``PUBLISH`` on a redis-py client (a coroutine) or pipeline (queued): the default."""
+    return client.publish(channel, data)
+
+
 async def run_case(
-    cfg: Config, target: Target, n: int, rep: int, redis_url: str, logs: Path, deadline: float
+    cfg: Config,
+    target: Target,
+    n: int,
+    rep: int,
+    redis_url: str,
+    logs: Path,
+    deadline: float,
+    send: Callable[[Any, str, str], Any] = plain_publish,
 ) -> dict[str, Any]:
-    """Start ``target``, connect ``n`` clients, run every mode; always stop what it started."""
+    """Start ``target``, connect ``n`` clients, run every mode; always stop what it started.
+
+    ``send`` publishes each measured event (``benchmarks/history.py`` passes the history
+    script); warm-up events are always plain ``PUBLISH``.
+    """
     import redis.asyncio as aioredis
 
     tag = f"{target.name}-n{n}-r{rep}"
@@ -500,7 +517,7 @@ async def run_case(
             stem = logs / f"{tag}.{mode}"
             spy = start_profile(server.pid, stem) if cfg.profile and rep == 0 else None
             try:
-                r = await measure(cfg, server.pid, pub, factory, workers, base, m, rate, port)
+                r = await measure(cfg, server.pid, pub, factory, workers, base, m, rate, port, send)
             finally:
                 if spy is not None:
                     result.setdefault("profiles", {})[mode] = await asyncio.to_thread(
@@ -661,8 +678,12 @@ async def measure(
     m: int,
     rate: float | None,
     port: int,
+    send: Callable[[Any, str, str], Any] = plain_publish,
 ) -> dict[str, Any]:
-    """Publish ``m`` events (as fast as possible, or at ``rate``/s) and account for them."""
+    """Publish ``m`` events (as fast as possible, or at ``rate``/s) and account for them.
+
+    ``send(client_or_pipeline, channel, data)`` publishes one event (``PUBLISH``).
+    """
     await call_all(workers, 30, cmd="start", base=base, count=m, latency=rate is not None)
     wire0 = await wire_bytes(port)
     user0, sys0 = tree_cpu_split(pid)
@@ -674,7 +695,7 @@ async def measure(
             pipe = pub.pipeline(transaction=False)
             ns = time.monotonic_ns()
             for seq in range(start, min(start + batch, base + m)):
-                pipe.publish(*factory.event(seq, ns))
+                send(pipe, *factory.event(seq, ns))
             await pipe.execute()
     else:
         step = 1e9 / rate
@@ -682,7 +703,7 @@ async def measure(
             delay = (t0 + i * step - time.monotonic_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
-            await pub.publish(*factory.event(base + i, time.monotonic_ns()))
+            await send(pub, *factory.event(base + i, time.monotonic_ns()))
     t_pub = time.monotonic_ns()
     timeout = cfg.run_timeout + 30
     replies = await call_all(

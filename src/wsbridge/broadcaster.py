@@ -67,6 +67,9 @@ _CATCH_UP_HOLD = 10_000
 _MAX_TRACKS = 100_000
 # Latest values kept per process (state channels reached through patterns are unbounded).
 _MAX_LATEST = 10_000
+# Replayed frames kept for the next subscriber that replays the same publications: a
+# thousand clients resuming one channel decode, check and encode each event once.
+_MAX_REPLAY_FRAMES = 4096
 
 #: Called once a subscription is in place, before any missed event is delivered: with the
 #: names the broker refused and what each channel with history or state resumed from.
@@ -705,6 +708,7 @@ class Broadcaster:
         # The last publication seen on each state channel, for new subscribers.
         self._latest: dict[str, Frame] = {}
         self._tracks: dict[str, _Track] = {}
+        self._replay_frames: dict[tuple[str, str, int], Frame | None] = {}
         self._refusals: dict[str, tuple[str, float]] = {}  # name -> (reason, when)
         self._last_log: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -1104,12 +1108,21 @@ class Broadcaster:
     def _push_page(
         self, subscriber: Subscriber, channel: str, page: Page, last: int, top: Position
     ) -> int:
+        built = self._replay_frames
         for offset, data in page.entries:
             if offset <= last:
                 continue
             if offset > top.offset:
                 break
-            frame = self._build(channel, data, top.epoch, offset)
+            # An epoch and an offset name one publication: its frame is the same for all.
+            key = (channel, top.epoch, offset)
+            if key in built:
+                frame = built[key]
+            else:
+                frame = self._build(channel, data, top.epoch, offset)
+                if len(built) >= _MAX_REPLAY_FRAMES:
+                    built.clear()
+                built[key] = frame
             last = offset
             if frame is not None:
                 subscriber.push(frame)

@@ -232,6 +232,7 @@ async def _replay(
     m: int,
     n: int,
     reconnect: bool,
+    replay_idle: float,
 ) -> dict[str, Any]:
     """Publish ``m`` events nobody receives live, then let N clients resume them."""
     epoch, top = await position(pub, RESUME_CHANNEL)
@@ -254,9 +255,11 @@ async def _replay(
     else:
         await run.call_all(workers, 30, cmd="send", text=hello)
     connected_s = (time.monotonic_ns() - t0) / 1e9
+    # A client may wait long for its first replayed event while the server serves others:
+    # the drain gives up only after --replay-idle seconds without any event.
     replies = await run.call_all(
         workers, cfg.run_timeout + 30, cmd="drain", deadline_s=cfg.run_timeout,
-        idle_s=cfg.idle_timeout,
+        idle_s=replay_idle,
     )  # fmt: skip
     user1, sys1 = run.tree_cpu_split(pid)
     redis1 = await redis_cpu(pub)
@@ -359,7 +362,9 @@ async def resume_case(
         if args.profile and rep == 0:
             spy = run.start_profile(server.pid, logs / f"{tag}.replay")
         try:
-            replay = await _replay(cfg, server.pid, pub, script, factory, workers, m, m, n, False)
+            replay = await _replay(
+                cfg, server.pid, pub, script, factory, workers, m, m, n, False, args.replay_idle
+            )
         finally:
             if spy is not None:
                 out["profile"] = await asyncio.to_thread(
@@ -378,7 +383,9 @@ async def resume_case(
             return await _numsub(pub) == 0
 
         await _wait(gone, 30, "the server to drop the channel")
-        again = await _replay(cfg, server.pid, pub, script, factory, workers, 2 * m, m, n, True)
+        again = await _replay(
+            cfg, server.pid, pub, script, factory, workers, 2 * m, m, n, True, args.replay_idle
+        )
         again["of_live_rate"] = again["deliveries_per_s"] / live["deliveries_per_s"]
         out["modes"]["reconnect"] = again
         bad = [
@@ -645,7 +652,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="small CI configuration, under a minute")
     p.add_argument("--parts", default=",".join(PARTS), help="publish, resume and/or fanout")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--publishes", type=int, default=20_000, help="per publish variant and repeat")
+    p.add_argument("--publishes", type=int, default=10_000, help="per publish variant and repeat")
     p.add_argument("--n", type=int, default=1000, help="resume: clients")
     p.add_argument("--missed", type=int, default=1000, help="resume: missed events per client")
     p.add_argument("--fanout-n", default="100,1000", help="fan-out: comma-separated client counts")
@@ -654,6 +661,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="fan-out: seconds of rate")
     p.add_argument("--load-workers", type=int, default=2, help="load-generator processes")
     p.add_argument("--run-timeout", type=float, default=120.0, help="seconds per measured phase")
+    p.add_argument(
+        "--replay-idle", type=float, default=30.0,
+        help="resume: give up after this many seconds without any replayed event",
+    )  # fmt: skip
     p.add_argument("--max-minutes", type=float, default=60.0, help="whole run; rest is skipped")
     p.add_argument(
         "--profile", action="store_true",

@@ -256,6 +256,32 @@ async def test_replay_goes_in_batches_through_a_small_outbox(broker: str) -> Non
         assert b.stats().replayed >= 300
 
 
+async def test_subscribers_resuming_the_same_events_share_their_frames(broker: str) -> None:
+    # Each replayed event is decoded, checked and encoded once, not once per subscriber.
+    async with Broadcaster(broker, registry=registry(size=50)) as b:
+        channel = ch("ev:s")
+        async with b.subscriber() as s:
+            epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
+        for i in range(10):
+            await b.publish(channel, {"n": i})
+        replays = []
+        for _ in range(2):
+            async with b.subscriber() as s:
+                resumed = await s.subscribe([channel], since={channel: Position(epoch, 0)})
+                assert resumed[channel].recovered is True
+                got = []
+                with anyio.fail_after(scaled(5)):
+                    while len(got) < 10:
+                        frames = await s.get()
+                        assert frames, (s.close_code, s.close_reason)
+                        got.extend(frames)
+                replays.append(got)
+        first, second = replays
+        assert [json.loads(f.text)["offset"] for f in second] == list(range(1, 11))
+        assert [json.loads(f.text)["data"]["n"] for f in second] == list(range(10))
+        assert all(x is y for x, y in zip(first, second, strict=True))
+
+
 async def test_a_client_that_cannot_take_its_replay_is_closed_4008(broker: str) -> None:
     async with Broadcaster(broker, registry=registry(size=500)) as b:
         channel = ch("ev:h")

@@ -8,7 +8,10 @@ The raw results of the benchmark runs that docs/performance.md and README.md's
 * ``*.inprocess.jsonl``: one line per process of ``benchmarks/inprocess.py --save``;
 * ``*.idle.jsonl``: one line per repeat of ``benchmarks/idle.py`` (its ``cases.jsonl``),
   shaped as a run's cases: the burst as the ``throughput`` mode, the keepalive figures as
-  a ``keepalive`` mode.
+  a ``keepalive`` mode;
+* ``*.history.jsonl``: one line per case of ``benchmarks/history.py`` (its ``cases.jsonl``),
+  shaped as a run's cases: a publish variant with a ``publish`` mode; a resume with
+  ``live``, ``replay`` and ``reconnect`` modes; a fan-out case as ``run.py`` writes it.
 
 From them this test derives every figure a page may quote: for each group (a target or
 app, an N, a mode) the median, minimum and maximum of each measured quantity (the
@@ -25,7 +28,10 @@ header ends in "before" or "after" takes that side), and from what its column sh
 under a header with ``x``, ratios of CPU per delivery (of p50 or p99 latency if the
 header names it; of ns in-process) to the group the header names; else the quantities
 of the header's unit (ms, µs of CPU, user µs, deliveries/s, KB, ns), in the mode the
-header names ("bursts", "events/s"), if it names one. In the page's prose and in README.md's
+header names ("bursts", "events/s", "live", "replay", "reconnect"), if it names one;
+in a table with an "N" column, from the groups of the row's N. A ratio column whose
+header says "x without history" divides by the row's target without ``+history``. In
+the page's prose and in README.md's
 Performance paragraph, every number followed by a unit (µs, ms, ns, KB, x) must be one
 that those tables show, as written.
 """
@@ -52,12 +58,15 @@ _MARKER = re.compile(r"<!-- data: (\S+) -->")
 
 def _groups_of_run(path: Path) -> dict[tuple[str, ...], list[float]]:
     groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    # A publish-cost case of history.py has no connections, hence no memory per one.
+    memory_optional = path.name.endswith(".history.jsonl")
     for line in path.read_text(encoding="utf-8").splitlines():
         case = json.loads(line)
         if case.get("status") != "ok":
             continue
         key = (case["target"], str(case["n"]))
-        groups[(*key, "mem_per_conn_kb")].append(case["mem_per_conn_kb"])
+        if not memory_optional or "mem_per_conn_kb" in case:
+            groups[(*key, "mem_per_conn_kb")].append(case["mem_per_conn_kb"])
         for mode, measured in case["modes"].items():
             for name, value in measured.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -80,15 +89,22 @@ def _groups_of_inprocess(path: Path) -> dict[tuple[str, ...], list[float]]:
 
 
 def _groups(path: Path) -> dict[tuple[str, ...], list[float]]:
-    if path.name.endswith((".run.jsonl", ".idle.jsonl")):
+    if path.name.endswith((".run.jsonl", ".idle.jsonl", ".history.jsonl")):
         return _groups_of_run(path)
     if path.name.endswith(".inprocess.jsonl"):
         return _groups_of_inprocess(path)
-    raise AssertionError(f"{path.name}: not a .run.jsonl, .idle.jsonl or .inprocess.jsonl file")
+    raise AssertionError(
+        f"{path.name}: not a .run.jsonl, .idle.jsonl, .history.jsonl or .inprocess.jsonl file"
+    )
 
 
 # What a column may show, by its header: ratios, or the quantities with its unit.
 _COLUMN_QUANTITIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("Redis µs", lambda q: q == "redis_us_per_publish"),
+    ("µs per publish", lambda q: q == "us_per_publish"),
+    ("Redis CPU s", lambda q: q == "redis_cpu_s"),
+    ("of live rate", lambda q: q == "of_live_rate"),
+    ("wall s", lambda q: q == "wall_s"),
     ("ms", lambda q: q.endswith("_ms")),
     ("user µs", lambda q: q == "user_us_per_delivery"),
     ("µs per ping", lambda q: q == "us_per_ping"),
@@ -134,6 +150,12 @@ def _ratio_quantity(header: str, path: Path) -> str:
     """What a ratio column divides: latency if its header says so, else CPU (or ns)."""
     if path.name.endswith(".inprocess.jsonl"):
         return "ns"
+    if "Redis" in header:
+        return "redis_us_per_publish"
+    if "publish" in header:
+        return "us_per_publish"
+    if "deliveries/s" in header:
+        return "deliveries_per_s"
     for latency in ("p50", "p99"):
         if latency in header:
             return f"{latency}_ms"
@@ -144,6 +166,8 @@ def _denominator(header: str, owners: set[str]) -> set[str] | None:
     """The groups a ratio column's figures may divide by; ``None``: any group."""
     if header.endswith("x before") or header.startswith("after x"):
         return {f"{name.partition('@')[0]}@before" for name in owners}
+    if "x without history" in header:
+        return {name.removesuffix("+history") for name in owners}
     for word, group in _DENOMINATORS:
         if word in header:
             return {group}
@@ -157,6 +181,7 @@ def _derived(
     over: set[str] | None = None,
     ratio_of: str | None = None,
     mode: str | None = None,
+    n: str | None = None,
 ) -> set[float]:
     """The figures a table row about ``owners`` (targets or apps) may show in a column.
 
@@ -170,6 +195,8 @@ def _derived(
     wanted = next((test for unit, test in _COLUMN_QUANTITIES if unit == kind), None)
     values: set[float] = set()
     stats: dict[tuple[str, ...], dict[str, float]] = {}
+    if n is not None:
+        groups = {key: samples for key, samples in groups.items() if key[1] == n}
     for key, samples in groups.items():
         stats[key] = {"median": statistics.median(samples), "fastest": min(samples)}
         if (
@@ -202,7 +229,7 @@ def _derived(
 
 def _run_settings(path: Path) -> set[float]:
     """Counts a table may state: events per run, the offered rate, duplicates, losses."""
-    if not path.name.endswith((".run.jsonl", ".idle.jsonl")):
+    if not path.name.endswith((".run.jsonl", ".idle.jsonl", ".history.jsonl")):
         return set()
     found: set[float] = set()
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -230,6 +257,9 @@ def _matches(figure: str, values: set[float]) -> bool:
     number = float(figure.replace(",", ""))
     tolerance = 0.5 * 10**-decimals + 1e-9
     return any(abs(v - number) <= tolerance for v in values)
+
+
+_RESUME_MODES = ("reconnect", "replay", "live")
 
 
 def _data_files() -> list[Path]:
@@ -301,6 +331,7 @@ def test_every_table_figure_derives_from_its_data() -> None:
         for row in rows[2:]:  # header and rule first
             cells = [c.strip() for c in row.strip("|").split("|")]
             row_owners = _owners(cells[0], path)
+            row_n = cells[headers.index("N")].replace(",", "") if "N" in headers else None
             for header, cell in zip(headers[1:], cells[1:], strict=True):
                 owners = _side(header, row_owners)
                 kind = _column_kind(header)
@@ -308,7 +339,9 @@ def test_every_table_figure_derives_from_its_data() -> None:
                 of = _ratio_quantity(header, path) if kind == "ratio" else None
                 mode = "throughput" if "bursts" in header else None
                 mode = "rate" if "events/s" in header or "p99" in header else mode
-                values = _derived(path, owners, kind, over, of, mode)
+                # history.py's resume phases; "replay ... of live rate" is the replay's
+                mode = next((m for m in _RESUME_MODES if re.search(rf"\b{m}\b", header)), mode)
+                values = _derived(path, owners, kind, over, of, mode, row_n)
                 for figure in re.findall(_NUMBER, cell):
                     if not _matches(figure, values):
                         missing.append(f"{figure} under {header!r} in: {row}")

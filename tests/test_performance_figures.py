@@ -101,6 +101,7 @@ def _groups(path: Path) -> dict[tuple[str, ...], list[float]]:
 # What a column may show, by its header: ratios, or the quantities with its unit.
 _COLUMN_QUANTITIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("Redis µs", lambda q: q == "redis_us_per_publish"),
+    ("client CPU µs", lambda q: q == "client_cpu_us_per_publish"),
     ("µs per publish", lambda q: q == "us_per_publish"),
     ("Redis CPU s", lambda q: q == "redis_cpu_s"),
     ("of live rate", lambda q: q == "of_live_rate"),
@@ -152,6 +153,8 @@ def _ratio_quantity(header: str, path: Path) -> str:
         return "ns"
     if "Redis" in header:
         return "redis_us_per_publish"
+    if "client CPU" in header:
+        return "client_cpu_us_per_publish"
     if "publish" in header:
         return "us_per_publish"
     if "deliveries/s" in header:

@@ -282,6 +282,49 @@ async def test_subscribers_resuming_the_same_events_share_their_frames(broker: s
         assert all(x is y for x, y in zip(first, second, strict=True))
 
 
+@pytest.mark.redis
+async def test_replays_from_one_place_read_each_page_once(redis_server_factory: Any) -> None:
+    url = redis_server_factory().url  # a server of its own: its script calls are counted
+    client = aioredis.from_url(url)
+
+    async def scripts_run() -> int:
+        stats = await client.info("commandstats")
+        return sum(
+            int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha")
+        )
+
+    try:
+        async with Broadcaster(url, registry=registry(size=500)) as b:
+            channel = ch("ev:p")
+            async with b.subscriber() as s:
+                epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
+            for i in range(300):
+                await b.publish(channel, {"n": i})
+            reads = []
+            for _ in range(2):
+                before = await scripts_run()
+                async with b.subscriber(max_messages=20) as s:  # pages of 10 events
+                    got: list[int] = []
+
+                    async def read(s: Subscriber = s, got: list[int] = got) -> None:
+                        while len(got) < 300:
+                            frames = await s.get()
+                            assert frames, (s.close_code, s.close_reason)
+                            got.extend(json.loads(f.text)["offset"] for f in frames)
+
+                    with anyio.fail_after(scaled(20)):
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(read)
+                            await s.subscribe([channel], since={channel: Position(epoch, 0)})
+                    assert got == list(range(1, 301))
+                reads.append(await scripts_run() - before)
+            # The first replay reads its position and first page, then 29 more pages; the
+            # second reads its position and first page, and shares the other 29.
+            assert reads == [30, 1], reads
+    finally:
+        await client.aclose()
+
+
 async def test_a_client_that_cannot_take_its_replay_is_closed_4008(broker: str) -> None:
     async with Broadcaster(broker, registry=registry(size=500)) as b:
         channel = ch("ev:h")

@@ -70,6 +70,9 @@ _MAX_LATEST = 10_000
 # Replayed frames kept for the next subscriber that replays the same publications: a
 # thousand clients resuming one channel decode, check and encode each event once.
 _MAX_REPLAY_FRAMES = 4096
+# History pages read for a replay, kept for the replays that need the same page: within
+# an epoch the publications up to a channel's top never change.
+_MAX_REPLAY_PAGES = 64
 
 #: Called once a subscription is in place, before any missed event is delivered: with the
 #: names the broker refused and what each channel with history or state resumed from.
@@ -609,6 +612,16 @@ def _announced(targets: Iterable[Subscriber], frame: Frame) -> Iterator[Subscrib
         yield subscriber
 
 
+class _SharedRead:
+    """A replay's history read that other replays from the same place wait for."""
+
+    __slots__ = ("done", "page")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.page: Page | None = None
+
+
 def _replay_batch(subscriber: Subscriber) -> int:
     # Half the outbox at most: live events of other channels keep room to arrive.
     return max(1, min(_REPLAY_BATCH, subscriber._outbox.max_messages // 2))
@@ -709,6 +722,7 @@ class Broadcaster:
         self._latest: dict[str, Frame] = {}
         self._tracks: dict[str, _Track] = {}
         self._replay_frames: dict[tuple[str, str, int], Frame | None] = {}
+        self._replay_pages: dict[tuple[str, str, int, int], _SharedRead] = {}
         self._refusals: dict[str, tuple[str, float]] = {}  # name -> (reason, when)
         self._last_log: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -1064,12 +1078,9 @@ class Broadcaster:
                     subscriber.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: replay")
                 if subscriber.closed:
                     return
-                try:
-                    page = await backend.read_history(
-                        channel, plan.history, last, _replay_batch(subscriber)
-                    )
-                except BrokerUnavailableError:
-                    page = Page(Position("", 0))
+                page = await self._replay_read(
+                    channel, plan.history, top.epoch, last, _replay_batch(subscriber)
+                )
                 entries = page.entries
                 if page.position.epoch != top.epoch or not entries or entries[0][0] != last + 1:
                     # Promised, then lost (trimmed or reset meanwhile): never a silent
@@ -1104,6 +1115,43 @@ class Broadcaster:
             hold[channel] = position
         elif not hold:
             subscriber._hold = None
+
+    async def _replay_read(
+        self, channel: str, history: History, epoch: str, after: int, limit: int
+    ) -> Page:
+        """The page of history after ``after``, read once for every replay that needs it.
+
+        A thousand clients resuming from one position would otherwise each read the same
+        pages from the broker. A failed read is not kept (an empty page: the caller sees
+        the history as lost); a reader that fails or is cancelled lets its waiters read
+        for themselves.
+        """
+        key = (channel, epoch, after, limit)
+        pages = self._replay_pages
+        shared = pages.get(key)
+        if shared is not None:
+            await shared.done.wait()
+            if shared.page is not None:
+                return shared.page
+            shared = None
+        else:
+            if len(pages) >= _MAX_REPLAY_PAGES:
+                pages.clear()
+            shared = pages[key] = _SharedRead()
+        backend = self._history
+        page: Page | None = None
+        try:
+            if backend is not None:
+                page = await backend.read_history(channel, history, after, limit)
+        except BrokerUnavailableError:
+            page = None
+        finally:
+            if shared is not None:
+                shared.page = page
+                shared.done.set()
+                if page is None and pages.get(key) is shared:
+                    del pages[key]
+        return page if page is not None else Page(Position("", 0))
 
     def _push_page(
         self, subscriber: Subscriber, channel: str, page: Page, last: int, top: Position

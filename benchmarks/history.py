@@ -294,18 +294,25 @@ async def _replay(
 
 
 async def resume_case(
-    cfg: run.Config, args: argparse.Namespace, rep: int, redis_url: str, logs: Path
+    cfg: run.Config,
+    args: argparse.Namespace,
+    rep: int,
+    redis_url: str,
+    logs: Path,
+    src: Path,
+    target: str = "wsbridge_serve",
 ) -> dict[str, Any]:
-    """Live fan-out, then a replay on open connections, then one on new connections."""
+    """Live fan-out, then a replay on open connections, then one on new connections.
+
+    The server runs the wsbridge sources in ``src``, reported as ``target``.
+    """
     import redis.asyncio as aioredis
 
     n, m = args.n, args.missed
-    tag = f"resume-n{n}-r{rep}"
+    tag = f"resume-{target.replace('@', '-')}-n{n}-r{rep}"
     port = run.free_port()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [str(run.REPO / "src"), env.get("PYTHONPATH", "")] if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(src), env.get("PYTHONPATH", "")] if p)
     channels = [RESUME_CHANNEL]
     cmd = [
         sys.executable, str(HERE / "targets" / "wsbridge_serve.py"),
@@ -316,7 +323,7 @@ async def resume_case(
     workers: list[run.WorkerProc] = []
     pub = aioredis.from_url(redis_url)
     factory = EventFactory(channels)
-    out: dict[str, Any] = {"part": "resume", "target": "wsbridge_serve", "n": n, "rep": rep}
+    out: dict[str, Any] = {"part": "resume", "target": target, "n": n, "rep": rep}
     out["modes"] = {}
     try:
         script = await HistoryPublisher.load(pub)
@@ -501,25 +508,26 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]], meta: dict[str
             )
         lines.append("")
     res = [c for c in cases if c.get("part") == "resume"]
-    if res:
+    for target in dict.fromkeys(c["target"] for c in res):
         n = args.n
         lines += [
-            f"## Resume: N = {n:,} clients, {args.missed:,} missed events each",
+            f"## Resume, `{target}`: N = {n:,} clients, {args.missed:,} missed events each",
             "",
             "| phase | deliveries/s | of live rate | wall s | µs CPU/delivery | Redis CPU s "
             "| dup | loss |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for mode in ("live", "replay", "reconnect"):
-            dups = sum(c["modes"][mode]["dups"] for c in res if mode in c.get("modes", {}))
-            loss = sum(c["modes"][mode]["losses"] for c in res if mode in c.get("modes", {}))
-            ratio = _values(res, "wsbridge_serve", n, mode, "of_live_rate")
+            mine = [c for c in res if c["target"] == target and mode in c.get("modes", {})]
+            dups = sum(c["modes"][mode]["dups"] for c in mine)
+            loss = sum(c["modes"][mode]["losses"] for c in mine)
+            ratio = _values(res, target, n, mode, "of_live_rate")
             lines.append(
-                f"| {mode} | {_stat(_values(res, 'wsbridge_serve', n, mode, 'deliveries_per_s'), 0)} "  # noqa: E501
+                f"| {mode} | {_stat(_values(res, target, n, mode, 'deliveries_per_s'), 0)} "
                 f"| {_stat(ratio, 2) if ratio else '-'} "
-                f"| {_stat(_values(res, 'wsbridge_serve', n, mode, 'wall_s'), 2)} "
-                f"| {_stat(_values(res, 'wsbridge_serve', n, mode, 'cpu_us_per_delivery'), 2)} "
-                f"| {_stat(_values(res, 'wsbridge_serve', n, mode, 'redis_cpu_s'), 2)} "
+                f"| {_stat(_values(res, target, n, mode, 'wall_s'), 2)} "
+                f"| {_stat(_values(res, target, n, mode, 'cpu_us_per_delivery'), 2)} "
+                f"| {_stat(_values(res, target, n, mode, 'redis_cpu_s'), 2)} "
                 f"| {dups} | {loss} |"
             )
         lines.append("")
@@ -595,6 +603,11 @@ async def amain(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="wsbridge-history-"))
     redis_proc, redis_url = await run.start_redis(workdir)
     parts = [p for p in args.parts.split(",") if p]
+    sources = [(run.REPO / "src", "wsbridge_serve")]
+    if args.baseline_src is not None:
+        if not (args.baseline_src / "wsbridge").is_dir():
+            raise SystemExit(f"--baseline-src {args.baseline_src}: no wsbridge package there")
+        sources.insert(0, (args.baseline_src.resolve(), f"wsbridge_serve@{args.baseline_label}"))
     cases: list[dict[str, Any]] = []
 
     def keep(found: list[dict[str, Any]], took: float) -> None:
@@ -616,7 +629,11 @@ async def amain(args: argparse.Namespace) -> int:
                 if part == "publish":
                     found = await publish_cost(args, redis_url, rep)
                 elif part == "resume":
-                    found = [await resume_case(cfg, args, rep, redis_url, logs)]
+                    found = []
+                    for src, target in sources if rep % 2 == 0 else sources[::-1]:
+                        found.append(
+                            await resume_case(cfg, args, rep, redis_url, logs, src, target)
+                        )
                 else:
                     found = await fanout_cases(cfg, rep, redis_url, logs, deadline)
                 keep(found, time.monotonic() - t0)
@@ -666,6 +683,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="resume: give up after this many seconds without any replayed event",
     )  # fmt: skip
     p.add_argument("--max-minutes", type=float, default=60.0, help="whole run; rest is skipped")
+    p.add_argument(
+        "--baseline-src", type=Path, metavar="DIR",
+        help="resume: also run it against the wsbridge sources in DIR (the src/ folder of "
+        "another checkout), as wsbridge_serve@LABEL, interleaved",
+    )  # fmt: skip
+    p.add_argument("--baseline-label", default="before", help="LABEL of --baseline-src")
     p.add_argument(
         "--profile", action="store_true",
         help="record a py-spy profile of the server during the first repeat's replay "

@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 
 from tests.support.redis_server import scaled
 from wsbridge import Broadcaster
-from wsbridge.backends.redis import history_keys
+from wsbridge.backends.redis import RedisBackend, history_keys
 from wsbridge.broadcaster import Subscriber
 from wsbridge.history import (
     History,
+    Page,
     Position,
     Resumed,
     encode_envelope,
@@ -323,6 +324,28 @@ async def test_replays_from_one_place_read_each_page_once(redis_server_factory: 
             assert reads == [30, 1], reads
     finally:
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_more_concurrent_history_reads_than_connections_all_succeed(redis_url: str) -> None:
+    backend = RedisBackend(redis_url, max_connections=4)
+    await backend.connect()
+    try:
+        channel = ch("ev:q")
+        await backend.append(channel, b'{"n":1}', History(size=5, ttl=60), False)
+        pages: list[Page] = []
+
+        async def read() -> None:
+            pages.append(await backend.read_history(channel, History(size=5, ttl=60), 0, 10))
+
+        with anyio.fail_after(scaled(20)):
+            async with anyio.create_task_group() as tg:
+                for _ in range(100):
+                    tg.start_soon(read)
+        assert len(pages) == 100
+        assert all(page.entries == [(1, b'{"n":1}')] for page in pages)
+    finally:
+        await backend.close()
 
 
 async def test_a_client_that_cannot_take_its_replay_is_closed_4008(broker: str) -> None:

@@ -1,10 +1,12 @@
 """Redis pub/sub backend on redis-py's asyncio client.
 
 One dedicated connection carries every subscription of the process; publishes go through
-a small connection pool. URLs: ``redis://[[user]:[password]@]host:port/db``,
-``rediss://...`` (TLS; ``ssl_*`` options such as ``ssl_ca_certs`` are passed through) and
-``unix:///path/to/socket``. Any keyword option of ``redis.asyncio.ConnectionPool.from_url``
-(``password``, ``username``, ``ssl_certfile``, ...) can be given to the backend.
+a connection pool (at most ``max_connections``, 100 by default; more concurrent commands
+wait for a connection, within ``command_timeout``). URLs:
+``redis://[[user]:[password]@]host:port/db``, ``rediss://...`` (TLS; ``ssl_*`` options such
+as ``ssl_ca_certs`` are passed through) and ``unix:///path/to/socket``. Any keyword option
+of ``redis.asyncio.BlockingConnectionPool.from_url`` (``password``, ``username``,
+``ssl_certfile``, ``max_connections``, ...) can be given to the backend.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from importlib.resources import files
 from typing import Any
 
 import anyio
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
@@ -166,9 +168,13 @@ class RedisBackend:
             # RESP2 everywhere: pub/sub replies are plain arrays on every server version,
             # and redis-py's newer RESP3 default routes them to push handlers instead.
             "protocol": 2,
+            # A thousand clients resuming at once read history concurrently: beyond the
+            # pool's connections a command waits for one (bounded), it does not fail.
+            "max_connections": 100,
+            "timeout": self._command_timeout,
         }
         options.update(self._options)
-        return ConnectionPool.from_url(self._url, **options)
+        return BlockingConnectionPool.from_url(self._url, **options)
 
     async def connect(self) -> None:
         """Open the subscription connection (and the publish pool on first use)."""

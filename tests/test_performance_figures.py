@@ -151,6 +151,8 @@ def _ratio_quantity(header: str, path: Path) -> str:
     """What a ratio column divides: latency if its header says so, else CPU (or ns)."""
     if path.name.endswith(".inprocess.jsonl"):
         return "ns"
+    if "Redis CPU s" in header:
+        return "redis_cpu_s"
     if "Redis" in header:
         return "redis_us_per_publish"
     if "client CPU" in header:

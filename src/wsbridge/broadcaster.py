@@ -234,6 +234,7 @@ class Subscriber:
         "allow",
         "close_code",
         "close_reason",
+        "direct",
         "on_close",
     )
 
@@ -266,6 +267,10 @@ class Subscriber:
         # Channels whose live frames wait while the subscription is set up (its position
         # read, missed events replayed): released in order, without duplicates.
         self._hold: dict[str, list[Frame] | Position] | None = None
+        #: True while a new frame may go to the connection at once: the subscriber is
+        #: open, holds no channel being resumed and has nothing queued (read only). A
+        #: :class:`~wsbridge.outbox.ConnectionGroup` reads it for each frame it is offered.
+        self.direct = True
         self._drained: anyio.Event | None = None
         # The first live event delivered after a subscription's position, per channel.
         self._started: dict[str, Position] = {}
@@ -402,6 +407,7 @@ class Subscriber:
         """Have ``connection`` write this subscriber's frames; ``None``: read by pull again."""
         self._sink = None
         self._connection = self._pull if connection is None else connection
+        self._broadcaster._regroup(self)
 
     @property
     def sink(self) -> Callable[[Frame], bool] | None:
@@ -444,8 +450,9 @@ class Subscriber:
     def enqueue(self, frame: Frame) -> None:
         """Queue a frame in the outbox, without offering it, and wake the connection.
 
-        For a :class:`~wsbridge.outbox.ConnectionGroup` refusing a frame it was offered:
-        the outbox's bounds and overflow policy apply as for any queued frame.
+        For a :class:`~wsbridge.outbox.ConnectionGroup`, with each frame it does not write:
+        the outbox's bounds and overflow policy apply as for any queued frame, a channel
+        being resumed keeps its live frames in order, and a closed subscriber ignores it.
         """
         if self.close_code is None:
             if self._hold is None:
@@ -477,6 +484,7 @@ class Subscriber:
                 del hold[frame.channel]
                 if not hold:
                     self._hold = None
+                    self._recheck()
             self.push(frame)
             return
         self._enqueue(frame)
@@ -487,7 +495,12 @@ class Subscriber:
             self._overflowed(frame, pushed)
             if not pushed.queued:
                 return
+        self.direct = False
         self._connection.wake()
+
+    def _recheck(self) -> None:
+        """Bring :attr:`direct` up to date after the hold or the outbox emptied."""
+        self.direct = self.close_code is None and self._hold is None and not self._outbox.frames
 
     def send_text(self, text: str) -> None:
         """Queue a control frame (a pong, an acknowledgement) for this client only."""
@@ -511,6 +524,7 @@ class Subscriber:
             return
         self.close_code = code
         self.close_reason = reason
+        self.direct = False
         self._outbox.close()
         self._connection.wake()
         if self.on_close is not None:
@@ -521,6 +535,7 @@ class Subscriber:
         outbox = self._outbox
         sent = outbox.bytes
         frames = outbox.take()
+        self._recheck()
         drained = self._drained
         if drained is not None:
             self._drained = None
@@ -638,6 +653,34 @@ async def _drain(subscriber: Subscriber) -> bool:
     return False
 
 
+class _Segment:
+    """Subscribers next to each other in a route: of one connection group, or of none."""
+
+    __slots__ = ("connections", "group", "subscribers")
+
+    def __init__(self, group: ConnectionGroup | None) -> None:
+        self.group = group
+        self.connections: list[Connection] = []  # with a group: what it is offered
+        self.subscribers: list[Subscriber] = []  # without one: offered one by one
+
+
+def _plan(route: dict[Subscriber, None]) -> list[_Segment]:
+    """Cut a route into runs of subscribers whose connections share a group, in order."""
+    plan: list[_Segment] = []
+    current: _Segment | None = None
+    for subscriber in route:
+        connection = subscriber._connection
+        group = connection.group
+        if current is None or group is not current.group:
+            current = _Segment(group)
+            plan.append(current)
+        if group is None:
+            current.subscribers.append(subscriber)
+        else:
+            current.connections.append(connection)
+    return plan
+
+
 class Broadcaster:
     """Owns one broker connection per process and fans its messages out to subscribers.
 
@@ -711,6 +754,10 @@ class Broadcaster:
         # A route is an insertion-ordered dict used as a set: clients get each event in the
         # order they subscribed, not in an order set by memory addresses.
         self._routes: dict[str, dict[Subscriber, None]] = {}
+        # Each exact channel's route, cut into runs of subscribers whose connections share
+        # a group, in route order: built on the first event after the route or one of its
+        # connections changed, so that an event costs no sorting.
+        self._plans: dict[str, list[_Segment]] = {}
         self._upstream: set[str] = set()
         self._upstream_lock = anyio.Lock()
         self._kinds: dict[str, bool] = {}
@@ -802,6 +849,7 @@ class Broadcaster:
             with anyio.CancelScope(shield=True):
                 await self._backend.close()
             self._routes.clear()
+            self._plans.clear()
             self._upstream.clear()
 
     async def close_clients(self, code: int = protocol.CLOSE_GOING_AWAY, reason: str = "") -> None:
@@ -905,6 +953,7 @@ class Broadcaster:
             hold = subscriber._hold
             if hold is None:
                 hold = subscriber._hold = {}
+                subscriber.direct = False
             for ch in held:
                 hold[ch] = []
         try:
@@ -922,6 +971,7 @@ class Broadcaster:
                             subscriber.push(frame)
                 if not hold:
                     subscriber._hold = None
+                    subscriber._recheck()
 
     def _covered(
         self,
@@ -972,6 +1022,7 @@ class Broadcaster:
             else:
                 subscriber._channels.add(channel)
             self._routes.setdefault(channel, {})[subscriber] = None
+            self._plans.pop(channel, None)
         await self._sync_upstream(wait_for_broker=True)
         if refusals:
             # A refusal in this round took the name off the subscriber's own list too.
@@ -1115,6 +1166,7 @@ class Broadcaster:
             hold[channel] = position
         elif not hold:
             subscriber._hold = None
+            subscriber._recheck()
 
     async def _replay_read(
         self, channel: str, history: History, epoch: str, after: int, limit: int
@@ -1186,6 +1238,7 @@ class Broadcaster:
                 hold.pop(channel, None)
                 if not hold:
                     hold = subscriber._hold = None
+                    subscriber._recheck()
             if channel in subscriber._channels:
                 subscriber._channels.discard(channel)
                 gone.append(channel)
@@ -1196,12 +1249,21 @@ class Broadcaster:
         await self._sync_upstream()
 
     def _remove_routes(self, subscriber: Subscriber, keys: Iterable[str]) -> None:
+        plans = self._plans
         for key in keys:
+            plans.pop(key, None)
             route = self._routes.get(key)
             if route is not None:
                 route.pop(subscriber, None)
                 if not route:
                     del self._routes[key]
+
+    def _regroup(self, subscriber: Subscriber) -> None:
+        """A subscriber's connection changed: its channels' plans are out of date."""
+        plans = self._plans
+        if plans:
+            for channel in subscriber._channels:
+                plans.pop(channel, None)
 
     async def _sync_upstream(self, *, wait_for_broker: bool = False) -> bool:
         # Serialised: concurrent first subscriptions to one channel issue one SUBSCRIBE,
@@ -1275,6 +1337,7 @@ class Broadcaster:
         for key, reason in refused.items():
             self._log_limited(f"refused:{key}", "wsbridge: the broker refused %r: %s", key, reason)
             self._refusals[key] = (reason, now)
+            self._plans.pop(key, None)
             for subscriber in self._routes.pop(key, ()):
                 subscriber._channels.discard(key)
                 if key in subscriber._patterns:
@@ -1493,34 +1556,57 @@ class Broadcaster:
             self._fan_out(route, _PositionFrame(channel, text, epoch, offset), None)
 
     def _fan_out(self, route: dict[Subscriber, None], frame: Frame, pattern: str | None) -> None:
-        targets: Iterable[Subscriber] = route
         if pattern is not None:
-            channel = frame.channel
-            targets = (
-                s
-                for s in route
-                if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
-            )
-            if frame.offset:
-                targets = _announced(targets, frame)
-        # Subscriber.push, with its common case inline: this runs once per delivery.
-        # Connections of a group are offered the frame together, in one call per group.
+            self._fan_out_pattern(route, frame, pattern)
+            return
+        plan = self._plans.get(frame.channel)
+        if plan is None:
+            plan = self._plans[frame.channel] = _plan(route)
+        # Subscriber.push, with its common case inline: this runs once per delivery. Each
+        # run of connections of one group is offered the frame in one call.
+        taken = 0
+        for segment in plan:
+            group = segment.group
+            if group is not None:
+                taken += group.offer(frame, segment.connections)
+                continue
+            for subscriber in segment.subscribers:
+                if subscriber.direct:
+                    if subscriber._connection.offer(frame):
+                        taken += 1
+                    else:
+                        subscriber._enqueue(frame)
+                elif subscriber.close_code is None:
+                    subscriber._deliver(frame)
+        if taken:
+            counters = self._counters
+            counters.messages_out += taken
+            counters.bytes_out += taken * frame.size
+
+    def _fan_out_pattern(self, route: dict[Subscriber, None], frame: Frame, pattern: str) -> None:
+        # Who gets an event through a pattern depends on the channel: no plan is kept.
+        channel = frame.channel
+        targets: Iterable[Subscriber] = (
+            s
+            for s in route
+            if s._owns(channel, pattern) and (s.allow is None or s._permits(channel))
+        )
+        if frame.offset:
+            targets = _announced(targets, frame)
         taken = 0
         group: ConnectionGroup | None = None
         batch: list[Connection] = []
         for subscriber in targets:
-            if subscriber.close_code is not None:
-                continue
-            if subscriber._hold is not None or subscriber._outbox.frames:
-                subscriber._deliver(frame)
-                continue
             connection = subscriber._connection
             kind = connection.group
             if kind is None:
-                if connection.offer(frame):
-                    taken += 1
-                else:
-                    subscriber._enqueue(frame)
+                if subscriber.direct:
+                    if connection.offer(frame):
+                        taken += 1
+                    else:
+                        subscriber._enqueue(frame)
+                elif subscriber.close_code is None:
+                    subscriber._deliver(frame)
             elif kind is group:
                 batch.append(connection)
             else:

@@ -13,7 +13,15 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -211,31 +219,32 @@ def _origin_of(referer: str) -> str | None:
 
 
 class _Handoff:
-    """Between :meth:`_SendGroup.offer` and one driver: whose write suspended, and where."""
+    """Between :meth:`_SendGroup.offer` and a driver: whose write suspended, what it queued."""
 
-    __slots__ = ("index", "sent", "taken")
+    __slots__ = ("connection", "queued", "taken")
 
     def __init__(self) -> None:
-        self.index = -1
-        self.sent = 0
+        self.connection: _SendPath | None = None
+        self.queued = 0
         self.taken = False
 
 
 async def _drive(
-    frame: Frame, connections: list[_SendPath], start: int, epoch: int, handoff: _Handoff
+    frame: Frame, connections: Iterator[_SendPath], epoch: int, handoff: _Handoff
 ) -> None:
     # _SendPath.offer for each connection, as plain awaits in one coroutine: a send that
     # finishes at once costs no StopIteration. Everything a client's write raises is that
-    # client's end, never the fan-out's.
+    # client's end, never the fan-out's. Only the frames queued are counted: at a steady
+    # rate there are none, and a count per write would cost every delivery.
     text = frame.text
-    for i in range(start, len(connections)):
-        connection = connections[i]
-        if not connection._ready or connection._epoch == epoch:
-            connection._subscriber.enqueue(frame)
+    for connection in connections:
+        subscriber = connection._subscriber
+        if not (connection._ready and subscriber.direct) or connection._epoch == epoch:
+            subscriber.enqueue(frame)
+            handoff.queued += 1
             continue
         connection._epoch = epoch
-        handoff.index = i
-        handoff.sent += 1
+        handoff.connection = connection
         try:
             await connection._send(text)
         except Exception as exc:
@@ -256,7 +265,7 @@ class _SendGroup:
     __slots__ = ()
 
     def offer(self, frame: Frame, connections: list[Connection]) -> int:
-        """Write ``frame`` to each ready connection now; push it to the others."""
+        """Write ``frame`` to each ready connection now; queue it for the others."""
         paths: list[_SendPath] = connections  # type: ignore[assignment]  # all of this group
         flusher = paths[0]._flusher
         if flusher is None:  # not asyncio: every frame goes through the send loops
@@ -266,22 +275,25 @@ class _SendGroup:
         if not flusher.scheduled:
             flusher.touch()  # this iteration's later frames are batched by the flusher
         epoch = flusher.epoch
-        start = sent = 0
+        remaining = iter(paths)
+        queued = 0
         # Each round ends with every connection done, or hands one write that suspended
         # to a task and starts again after it: bounded by the number of connections.
         while True:
             handoff = _Handoff()
             try:
-                suspended = start_send(_drive(frame, paths, start, epoch, handoff))
+                suspended = start_send(_drive(frame, remaining, epoch, handoff))
             finally:
-                sent += handoff.sent
+                queued += handoff.queued
             if suspended is None:
-                return sent
-            path = paths[handoff.index]
+                return len(paths) - queued  # each connection was written to or queued
+            waiting = handoff.connection
+            assert waiting is not None
             handoff.taken = True
-            path._inflight = asyncio.get_running_loop().create_task(path._finish(suspended, ()))
-            path._ready = False
-            start = handoff.index + 1
+            waiting._inflight = asyncio.get_running_loop().create_task(
+                waiting._finish(suspended, ())
+            )
+            waiting._ready = False
 
 
 _SEND_GROUP = _SendGroup()

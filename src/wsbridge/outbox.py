@@ -233,7 +233,9 @@ class Connection(Protocol):
     A connection whose :attr:`group` is not ``None`` is offered an event's frame together
     with the other connections of its group, in one :meth:`ConnectionGroup.offer` call,
     instead of one :meth:`offer` call each: a connection that writes through a coroutine
-    then pays for one driver per event rather than one per client.
+    then pays for one driver per event rather than one per client, and the broadcaster
+    keeps each channel's connections cut into groups between events instead of sorting
+    them for each one.
     """
 
     @property
@@ -256,9 +258,11 @@ class ConnectionGroup(Protocol):
     def offer(self, frame: Frame, connections: list[Connection]) -> int:
         """Offer ``frame`` to each of ``connections`` (all of this group, each once).
 
-        Each connection writes the frame as :meth:`Connection.offer` would, or, where that
-        would refuse it, has its subscriber queue it (``Subscriber.enqueue``). Returns how
-        many frames were written here, for the broadcaster's counters. Never raises or
-        waits.
+        A connection whose subscriber is ready for it (``Subscriber.direct``: open,
+        nothing queued or held) writes the frame as :meth:`Connection.offer` would; for
+        every other connection, and where ``offer`` would refuse it, the group has the
+        subscriber queue it (``Subscriber.enqueue``), which also keeps the frames of a
+        channel being resumed and ignores a closed subscriber. Returns how many frames
+        were written here, for the broadcaster's counters. Never raises or waits.
         """
         ...

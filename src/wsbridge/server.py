@@ -50,6 +50,7 @@ from wsbridge.broadcaster import Broadcaster, Subscriber
 from wsbridge.delivery import flusher
 from wsbridge.endpoint import ConnectionInfo, Endpoint, HTTPAnswer, as_endpoint
 from wsbridge.exceptions import ConfigurationError
+from wsbridge.outbox import Connection as OutboxConnection
 from wsbridge.outbox import ConnectionGroup, Frame
 from wsbridge.session import Command, Session, Subscribe, Unsubscribe
 
@@ -215,12 +216,49 @@ class Server:
                     connection.subscriber.close(protocol.CLOSE_IDLE_TIMEOUT, "idle timeout")
 
 
+class _WireGroup:
+    """Every server connection's :attr:`~wsbridge.outbox.Connection.group`.
+
+    It appends an event's shared wire bytes to each ready client's pending list, as
+    :meth:`_Connection.offer` does, in one loop for all of them.
+    """
+
+    __slots__ = ()
+
+    def offer(self, frame: Frame, connections: list[OutboxConnection]) -> int:
+        """Take ``frame`` for each connection whose socket takes data; queue the others."""
+        members = cast("list[_Connection]", connections)  # all of this group
+        plain = frame.wire
+        size = frame.size
+        taken = 0
+        for connection in members:
+            subscriber = connection.subscriber
+            if subscriber is None:
+                continue  # gone: nothing to write to
+            if not subscriber.direct or connection.paused or connection.transport is None:
+                subscriber.enqueue(frame)
+                continue
+            bits = connection.window_bits
+            connection.pending.append(
+                frame.deflated(bits) if bits and size >= connection.threshold else plain
+            )
+            if not connection.dirty:
+                connection.dirty = True
+                connection.flusher.add(connection)
+            taken += 1
+        return taken
+
+
+_WIRE_GROUP = _WireGroup()
+
+
 class _Connection(asyncio.Protocol):
     """One client: the websockets protocol state, the session, and the subscriber.
 
     It is its subscriber's :class:`~wsbridge.outbox.Connection`: ``offer`` appends a
-    frame's shared wire bytes to the pending list while the socket takes data, and the
-    loop's flusher writes that list with one ``writelines()`` as the iteration ends.
+    frame's shared wire bytes to the pending list while the socket takes data (for an
+    event, :class:`_WireGroup` does that for every client in one loop), and the loop's
+    flusher writes that list with one ``writelines()`` as the iteration ends.
     """
 
     __slots__ = (
@@ -245,7 +283,7 @@ class _Connection(asyncio.Protocol):
         "ws",
     )
 
-    group: ConnectionGroup | None = None  # offer() only appends bytes: nothing to share
+    group: ConnectionGroup | None = _WIRE_GROUP
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -426,8 +464,8 @@ class _Connection(asyncio.Protocol):
             if isinstance(extension, PerMessageDeflate):
                 self.window_bits = extension.local_max_window_bits
         subscriber = endpoint.open()
-        subscriber.attach(self)
         self.subscriber = subscriber
+        subscriber.attach(self)
         self.session = endpoint.connect(subscriber, handshake.principal)
         expires_in = endpoint.expires_in(handshake.principal)
         if expires_in is not None and self.server._loop is not None:

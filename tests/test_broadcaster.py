@@ -17,7 +17,8 @@ from wsbridge import (
     EventValidationError,
     Registry,
 )
-from wsbridge.broadcaster import Frame
+from wsbridge.broadcaster import Frame, Subscriber
+from wsbridge.outbox import Connection
 from wsbridge.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER
 
 pytestmark = pytest.mark.anyio
@@ -110,6 +111,72 @@ async def test_clients_get_each_event_in_the_order_they_subscribed(channel: str)
         with anyio.fail_after(5):
             await done.wait()
     assert order == list(reversed(range(32)))
+
+
+class _Recorder:
+    """A connection of one group, recording what it is offered and takes."""
+
+    def __init__(self, group: _RecordingGroup | None, name: str, log: list[str]) -> None:
+        self.group = group
+        self.name = name
+        self.log = log
+        self.woken = 0
+
+    def offer(self, frame: Frame) -> bool:
+        self.log.append(f"{self.name}:{json.loads(frame.text)['data']}")
+        return True
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+class _RecordingGroup:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def offer(self, frame: Frame, connections: list[Connection]) -> int:
+        self.calls += 1
+        taken = 0
+        for connection in connections:
+            assert isinstance(connection, _Recorder)
+            taken += connection.offer(frame)
+        return taken
+
+
+async def test_a_connection_attached_after_subscribing_gets_the_next_event() -> None:
+    # The fan-out keeps each channel's connections cut into groups between events: a
+    # connection attached, replaced or detached later must take effect at once.
+    log: list[str] = []
+    group = _RecordingGroup()
+    async with Broadcaster() as b, b.subscriber() as s1, b.subscriber() as s2:
+        await s1.subscribe(["a"])
+        await s2.subscribe(["a"])
+        await b.publish("a", 1)
+        assert [json.loads(f.text)["data"] for f in await drain_frames(s1, 1)] == [1]
+        assert [json.loads(f.text)["data"] for f in await drain_frames(s2, 1)] == [1]
+        s1.attach(_Recorder(group, "one", log))
+        s2.attach(_Recorder(None, "two", log))
+        await b.publish("a", 2)
+        await settle(b)
+        assert log == ["one:2", "two:2"]
+        assert group.calls == 1
+        s1.attach(_Recorder(group, "three", log))
+        s2.attach(None)
+        await b.publish("a", 3)
+        await settle(b)
+        assert log[2:] == ["three:3"]
+        assert group.calls == 2
+        assert [json.loads(f.text)["data"] for f in await drain_frames(s2, 1)] == [3]
+        # Two frames of each event, and one of each of settle's probes.
+        assert b.stats().messages_out == 8
+
+
+async def drain_frames(sub: Subscriber, n: int) -> list[Frame]:
+    out: list[Frame] = []
+    with anyio.fail_after(5):
+        while len(out) < n:
+            out.extend(await sub.get())
+    return out
 
 
 async def test_overlapping_subscriptions_deliver_once() -> None:

@@ -131,6 +131,11 @@ class Pushed:
     overflow: bool = False
 
 
+#: The frames of every outbox that never queued one: shared and always empty (maxlen 0).
+#: An idle client then holds no deque of its own (760 bytes each); the methods replace it
+#: with a deque of the outbox's own before they append.
+_NO_FRAMES: deque[Frame] = deque(maxlen=0)
+
 #: The usual outcome: queued, nothing else happened. Compare with ``is``.
 QUEUED = Pushed(True)
 #: The outbox is closed: the frame was ignored.
@@ -162,7 +167,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.policy = OverflowPolicy(policy)
         #: The queued frames, oldest first: read them; change them only through the methods.
-        self.frames: deque[Frame] = deque()
+        self.frames: deque[Frame] = _NO_FRAMES
         self._bytes = 0
         self._closed = False
 
@@ -185,6 +190,8 @@ class Outbox:
             return REFUSED
         frames = self.frames
         if len(frames) < self.max_messages and self._bytes + frame.size <= self.max_bytes:
+            if frames is _NO_FRAMES:
+                frames = self.frames = deque()
             frames.append(frame)
             self._bytes += frame.size
             return QUEUED
@@ -197,6 +204,7 @@ class Outbox:
                 frames.clear()
                 frames.extend(keep)
                 self._bytes = sum(f.size for f in keep)
+            # It fits now only if frames were removed: ``frames`` is then a deque of its own.
             if len(frames) < self.max_messages and self._bytes + frame.size <= self.max_bytes:
                 frames.append(frame)
                 self._bytes += frame.size

@@ -130,30 +130,31 @@ def text_of(client: RawClient, frame: Any) -> bytes:
     return inflate(frame.payload, bits)
 
 
+# Every answer has both: each message is compressed on its own, either way.
+NO_TAKEOVER: dict[str, str | None] = {
+    "server_no_context_takeover": None,
+    "client_no_context_takeover": None,
+}
+ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
 OFFERS = [
     # (offer, the parameters of the answer; None: no extension)
-    ("permessage-deflate", {"server_no_context_takeover": None}),
+    ("permessage-deflate", NO_TAKEOVER),
     # What Chromium and Firefox send.
-    ("permessage-deflate; client_max_window_bits", {"server_no_context_takeover": None}),
-    (
-        "permessage-deflate; client_no_context_takeover",
-        {"server_no_context_takeover": None, "client_no_context_takeover": None},
-    ),
+    ("permessage-deflate; client_max_window_bits", NO_TAKEOVER),
+    ("permessage-deflate; client_no_context_takeover", NO_TAKEOVER),
     (
         "permessage-deflate; server_max_window_bits=10",
-        {"server_no_context_takeover": None, "server_max_window_bits": "10"},
+        {**NO_TAKEOVER, "server_max_window_bits": "10"},
     ),
     (
         "permessage-deflate; client_max_window_bits=9",
-        {"server_no_context_takeover": None, "client_max_window_bits": "9"},
+        {**NO_TAKEOVER, "client_max_window_bits": "9"},
     ),
     # zlib cannot compress raw deflate with a 256-byte window: that offer is declined ...
     ("permessage-deflate; server_max_window_bits=8", None),
     # ... and the client's next offer taken.
-    (
-        "permessage-deflate; server_max_window_bits=8, permessage-deflate",
-        {"server_no_context_takeover": None},
-    ),
+    ("permessage-deflate; server_max_window_bits=8, permessage-deflate", NO_TAKEOVER),
     ("permessage-deflate; unknown_parameter", None),
     ("x-webkit-deflate-frame", None),
     (None, None),
@@ -170,11 +171,8 @@ async def test_negotiation_and_the_payload_each_client_decodes(
         assert client.status == 101
         assert client.extension == answer
         client_bits = int((answer or {}).get("client_max_window_bits") or 15)
-        # Context takeover unless the answer says otherwise: one compressor for every message.
-        takeover = answer is not None and "client_no_context_takeover" not in answer
-        compressor = zlib.compressobj(6, zlib.DEFLATED, -client_bits) if takeover else None
-        for _ in range(2):  # the second compressed ping refers back to the first
-            await ready(client, compressor, client_bits)
+        for _ in range(2):  # each compressed on its own, as the answer asks
+            await ready(client, None, client_bits)
         await ready(plain)
         for data in (SMALL, LARGE):
             publish(server, data)
@@ -293,6 +291,26 @@ async def test_hostile_compressed_frames_close_that_client_only(
         await bystander.close()
 
 
+async def test_a_client_that_keeps_its_context_is_closed_with_1002(server: BridgeServer) -> None:
+    # Told client_no_context_takeover, this client compresses its second ping with a
+    # reference back into the first: the server keeps no context, so it cannot decode it.
+    hostile = await RawClient.connect(server.port, extensions="permessage-deflate")
+    try:
+        assert hostile.extension == NO_TAKEOVER
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        await ready(hostile, compressor)
+        await hostile.send_frame(deflate(b'{"type":"ping"}', compressor), rsv1=True)
+        for _ in range(100):
+            frame = await hostile.recv_frame()
+            if frame.opcode == CLOSE:
+                break
+        assert frame.opcode == CLOSE
+        assert frame.close_code == 1002
+        assert await server.acall(counted, server.server, 1002) == 1
+    finally:
+        await hostile.close()
+
+
 async def counted(server: Server, code: int) -> int:
     """Read the counter in the server's loop: after the frame that closed the client."""
     return server.protocol_errors[code]
@@ -330,7 +348,7 @@ async def test_serve_shares_compressed_frames_and_survives_a_bomb(
         url = f"ws://127.0.0.1:{port}/ws"
         browser_like = await Client.connect(url)  # offers deflate, as browsers do
         answer = browser_like.ws.response.headers["Sec-WebSocket-Extensions"]
-        assert answer == "permessage-deflate; server_no_context_takeover"
+        assert answer == ANSWER
         chromium = await RawClient.connect(port, extensions=CHROMIUM_OFFER)
         firefox = await RawClient.connect(port, extensions=CHROMIUM_OFFER)
         plain = await RawClient.connect(port)
@@ -418,7 +436,7 @@ async def test_the_dashboard_in_chromium_decodes_compressed_frames(
     finally:
         await plain.close()
         assert child.stop() == 0
-    assert outcome["extensions"] == "permessage-deflate; server_no_context_takeover"
+    assert outcome["extensions"] == ANSWER
     # What Chromium decoded is, byte for byte, what a client without compression received.
     assert reference.payload.decode() in outcome["frames"]
     assert outcome["rows"] == 20

@@ -15,9 +15,12 @@ ASGI and aiohttp adapters, but it delivers events without a task per client:
   ``server_no_context_takeover``: every message is compressed on its own, so an event is
   compressed once per window size (:meth:`~wsbridge.outbox.Frame.deflated`) and the same
   compressed bytes go to every client that negotiated that size. Frames under
-  ``compression_threshold`` bytes go uncompressed. Compressed client frames are
-  decompressed (with the client's own context takeover) up to the endpoint's frame limit:
-  beyond it the client is closed with 1009.
+  ``compression_threshold`` bytes go uncompressed. The answer also has
+  ``client_no_context_takeover``: a client compresses each message it sends on its own
+  too, so the server keeps no decompressor between a client's messages (one would hold
+  about 40 KB of zlib state for each connection for as long as it lives). Compressed
+  client frames are decompressed up to the endpoint's frame limit: beyond it the client
+  is closed with 1009.
 
 asyncio only; uvloop is used by ``wsbridge serve`` when installed.
 """
@@ -115,7 +118,11 @@ class Server:
         self.protocol_errors: Counter[int] = Counter()
         # Shared by every connection: it keeps no per-connection state.
         self._extensions: list[ServerExtensionFactory] | None = (
-            [ServerPerMessageDeflateFactory(server_no_context_takeover=True)]
+            [
+                ServerPerMessageDeflateFactory(
+                    server_no_context_takeover=True, client_no_context_takeover=True
+                )
+            ]
             if compression
             else None
         )

@@ -2,6 +2,7 @@
 
     python benchmarks/idle.py                      # 10,000 connections, 3 repeats (~5 min)
     python benchmarks/idle.py --n 2000 --repeats 1
+    python benchmarks/idle.py --baseline-src ../before/src --offer both
 
 Each repeat starts a fresh ``wsbridge serve`` (``targets/wsbridge_serve.py``, one process)
 on a redis-server of the harness's own, and opens N clients from load-generator processes
@@ -16,6 +17,12 @@ on a redis-server of the harness's own, and opens N clients from load-generator 
    faster and the report scales the cost per ping to 30 s;
 3. **burst**: ``--burst`` events published at once (pipelined) to all N clients; every
    client must get every event exactly once.
+
+With ``--baseline-src DIR`` (the ``src/`` folder of another checkout), every repeat also
+measures the server with the wsbridge of ``DIR``, as ``wsbridge_serve@before``, right
+before this checkout's: a before/after comparison from one run. With ``--offer deflate``
+the clients (the ``websockets`` client then) offer permessage-deflate as browsers do, as
+``wsbridge_serve+deflate``; ``--offer both`` measures with and without the offer.
 
 The harness raises its own open-file limit, which the processes it starts inherit: never
 the library's. Medians (min-max) over the repeats; raw figures are written as JSON next to
@@ -34,6 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,28 @@ from payloads import EventFactory
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_PING_S = 30.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One server measured in each repeat: whose wsbridge, and whether clients offer deflate."""
+
+    name: str
+    src: Path
+    deflate: bool = False
+
+
+def variants(args: argparse.Namespace) -> list[Variant]:
+    """The servers of a repeat, in order: each baseline right before its own checkout's."""
+    offers = {"none": [False], "deflate": [True], "both": [False, True]}[args.offer]
+    out = []
+    for deflate in offers:
+        suffix = "+deflate" if deflate else ""
+        if args.baseline_src is not None:
+            name = f"wsbridge_serve{suffix}@{args.baseline_label}"
+            out.append(Variant(name, args.baseline_src, deflate))
+        out.append(Variant(f"wsbridge_serve{suffix}", run.REPO / "src", deflate))
+    return out
 
 
 async def pings_answered(workers: list[run.WorkerProc], interval: float) -> tuple[int, int]:
@@ -58,17 +88,22 @@ async def cpu_window(pid: int, seconds: float) -> float:
 
 
 async def one_repeat(
-    cfg: run.Config, args: argparse.Namespace, rep: int, redis_url: str, logs: Path
+    cfg: run.Config,
+    args: argparse.Namespace,
+    variant: Variant,
+    rep: int,
+    redis_url: str,
+    logs: Path,
 ) -> dict[str, Any]:
     """Start the server, connect N clients, measure; always stop what it started."""
     import redis.asyncio as aioredis
 
     n = args.n
-    tag = f"idle-n{n}-r{rep}"
+    tag = f"idle-{variant.name}-n{n}-r{rep}"
     port = run.free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [str(run.REPO / "src"), env.get("PYTHONPATH", "")] if p
+        p for p in [str(variant.src), env.get("PYTHONPATH", "")] if p
     )
     cmd = [
         sys.executable, str(HERE / "targets" / "wsbridge_serve.py"),
@@ -79,7 +114,7 @@ async def one_repeat(
     workers: list[run.WorkerProc] = []
     pub = aioredis.from_url(redis_url)
     factory = EventFactory(cfg.channels)
-    out: dict[str, Any] = {"target": "wsbridge_serve", "n": n, "rep": rep, "modes": {}}
+    out: dict[str, Any] = {"target": variant.name, "n": n, "rep": rep, "modes": {}}
     try:
         code = await run.wait_port(port, server, 30)
         if code is not None:
@@ -88,8 +123,12 @@ async def one_repeat(
         rss0 = run.tree_rss(server.pid)
         count = max(1, min(cfg.workers, n))
         shares = [n // count + (1 if i < n % count else 0) for i in range(count)]
-        wargs = ["--url", f"ws://127.0.0.1:{port}/ws", "--client", cfg.client]
+        # Only the websockets client offers permessage-deflate (as browsers do).
+        client = "websockets" if variant.deflate else cfg.client
+        wargs = ["--url", f"ws://127.0.0.1:{port}/ws", "--client", client]
         wargs += ["--max-seconds", "1800", "--ping-interval", "0", "--channels", *cfg.channels]
+        if variant.deflate:
+            wargs.append("--deflate")
         workers = [
             await run.WorkerProc.start(wargs, s, logs / f"{tag}.worker{i}.log")
             for i, s in enumerate(shares)
@@ -169,8 +208,9 @@ def _stat(results: list[dict[str, Any]], *path: str) -> str:
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The Markdown report: medians (min-max) over the repeats that completed."""
+    """The Markdown report: medians (min-max) over the repeats that completed, per server."""
     ok = [r for r in results if r.get("status") == "ok"]
+    names = list(dict.fromkeys(r["target"] for r in results))
     lost = sum(r["modes"]["throughput"]["losses"] + r["modes"]["throughput"]["dups"] for r in ok)
     rows = [
         ("server RSS with N idle clients, MB", ("rss_mb",)),
@@ -194,9 +234,14 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], meta: dict[s
         f"30 s); burst of {args.burst} events to every client. {len(ok)} of "
         f"{len(results)} repeats completed; medians (min-max).",
         "",
-        "| figure | value |",
-        "|---|---:|",
-        *(f"| {label} | {_stat(ok, *path)} |" for label, path in rows),
+        "| figure | " + " | ".join(f"`{name}`" for name in names) + " |",
+        "|---|" + "---:|" * len(names),
+        *(
+            f"| {label} | "
+            + " | ".join(_stat([r for r in ok if r["target"] == name], *path) for name in names)
+            + " |"
+            for label, path in rows
+        ),
         "",
         f"Burst: {lost} events lost or duplicated over all repeats; pings sent / pongs "
         f"received: {sum(r['modes']['keepalive']['pings'] for r in ok)} / "
@@ -204,7 +249,9 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], meta: dict[s
     ]
     for r in results:
         if r.get("status") != "ok":
-            lines.append(f"- repeat {r['rep']}: {r.get('status')}: {r.get('detail')}")
+            lines.append(
+                f"- {r['target']}, repeat {r['rep']}: {r.get('status')}: {r.get('detail')}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -222,13 +269,15 @@ async def amain(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="wsbridge-idle-"))
     redis_proc, redis_url = await run.start_redis(workdir)
     results = []
+    servers = variants(args)
     try:
         for rep in range(args.repeats):
-            t0 = time.monotonic()
-            r = await one_repeat(cfg, args, rep, redis_url, logs)
-            results.append(r)
-            print(f"[{rep + 1}/{args.repeats}] {json.dumps(r)} ({time.monotonic() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            for variant in servers:  # interleaved: drift of the machine spreads over all
+                t0 = time.monotonic()
+                r = await one_repeat(cfg, args, variant, rep, redis_url, logs)
+                results.append(r)
+                print(f"[{rep + 1}/{args.repeats}] {json.dumps(r)} ({time.monotonic() - t0:.0f} s)",
+                      file=sys.stderr, flush=True)  # fmt: skip
     finally:
         await asyncio.to_thread(run.REAPER.stop, redis_proc.pid, 2.0)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -269,7 +318,22 @@ def main() -> int:
     p.add_argument("--window", type=float, default=15.0, help="seconds per CPU window")
     p.add_argument("--burst", type=int, default=20, help="events published to every client")
     p.add_argument("--load-workers", type=int, default=2, help="load-generator processes")
+    p.add_argument(
+        "--baseline-src", type=Path, metavar="DIR",
+        help="also measure the wsbridge sources in DIR (another checkout's src/) as "
+        "wsbridge_serve@LABEL, right before this checkout's in every repeat",
+    )  # fmt: skip
+    p.add_argument("--baseline-label", default="before", help="LABEL of --baseline-src")
+    p.add_argument(
+        "--offer", choices=["none", "deflate", "both"], default="none",
+        help="clients offer permessage-deflate as browsers do (the websockets client), as "
+        "wsbridge_serve+deflate; both: with and without the offer",
+    )  # fmt: skip
     args = p.parse_args()
+    if args.baseline_src is not None:
+        args.baseline_src = args.baseline_src.resolve()
+        if not (args.baseline_src / "wsbridge" / "__init__.py").is_file():
+            p.error(f"--baseline-src {args.baseline_src}: no wsbridge package there")
     try:
         try:
             import uvloop

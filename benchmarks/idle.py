@@ -8,7 +8,8 @@ Each repeat starts a fresh ``wsbridge serve`` (``targets/wsbridge_serve.py``, on
 on a redis-server of the harness's own, and opens N clients from load-generator processes
 (``loadgen.py``), each subscribed to the five channels and warmed up. Then:
 
-1. **memory**: the server's RSS after the N idle clients, minus before them, over N;
+1. **memory**: the server's RSS after the N idle clients, minus before them, over N (the
+   clients ping every 30 s while they connect and warm up, then stop);
 2. **keepalive**: the server's CPU over ``--window`` seconds while every client sends
    ``{"type":"ping"}`` every ``--ping-interval`` seconds, minus its CPU over a window
    without pings (the idle cost: timers, the idle-timeout sweep), over the pings answered:
@@ -126,7 +127,10 @@ async def one_repeat(
         # Only the websockets client offers permessage-deflate (as browsers do).
         client = "websockets" if variant.deflate else cfg.client
         wargs = ["--url", f"ws://127.0.0.1:{port}/ws", "--client", client]
-        wargs += ["--max-seconds", "1800", "--ping-interval", "0", "--channels", *cfg.channels]
+        # Clients ping at the reference's 30 s while they connect and warm up: on a busy
+        # machine that can take longer than the server's idle timeout (75 s).
+        wargs += ["--max-seconds", "1800", "--ping-interval", str(REFERENCE_PING_S)]
+        wargs += ["--channels", *cfg.channels]
         if variant.deflate:
             wargs.append("--deflate")
         workers = [
@@ -147,13 +151,14 @@ async def one_repeat(
         if connected != n:
             raise run.CaseError("failed", f"{n - connected} of {n} clients did not connect")
         await run.warm_up(pub, factory, workers, n, timeout=30 + n / 100)
+        await pings_answered(workers, 0)  # idle from now on: no pings until the window
         await run.settle(server.pid, timeout=30 + n / 200)
         rss1 = run.tree_rss(server.pid)
         out["rss_mb"] = rss1 / 2**20
         out["mem_per_conn_kb"] = (rss1 - rss0) / n / 1024
 
-        # Pings first (every client pinged at connect: none is near the idle timeout),
-        # then the same window without them.
+        # Pings first (every client pinged within the last 30 s: none is near the idle
+        # timeout), then the same window without them.
         sent0, pongs0 = await pings_answered(workers, args.ping_interval)
         busy = await cpu_window(server.pid, args.window)
         sent1, _ = await pings_answered(workers, 0)

@@ -57,6 +57,10 @@ async def test_a_stalled_client_delays_no_one_and_is_disconnected(
         "channels": [channel],
         "max_buffer_messages": 200,
         "max_buffer_bytes": 512 * 1024,
+        # uvicorn's keepalive would also close the stalled client (1011, when its ping goes
+        # unanswered for 40 s): on a loaded machine it could come first. The bounded outbox
+        # is what this test is about.
+        "uvicorn": {"ws_ping_interval": None},
     }
     with AppProcess(factory, config) as proc:
         stalled = await asyncio.to_thread(StalledClient, proc.port)

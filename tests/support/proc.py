@@ -139,6 +139,9 @@ def main() -> None:
     import uvicorn
 
     spec, port, config = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    # Options for uvicorn itself, not for the app: a test can turn off uvicorn's own
+    # keepalive pings so that they do not race the mechanism under test.
+    uvicorn_options = config.pop("uvicorn", {})
     module, _, name = spec.partition(":")
     app = getattr(importlib.import_module(module), name)(config)
     if hasattr(app, "serve"):
@@ -150,7 +153,9 @@ def main() -> None:
 
         web.run_app(app, host="127.0.0.1", port=port, print=None, shutdown_timeout=5)
         return
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **uvicorn_options
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
 from wsbridge.backends import BrokerMessage
-from wsbridge.backends.redis import PendingCommand, history_keys
+from wsbridge.backends.redis import PendingCommand, history_keys, history_page
 from wsbridge.exceptions import (
     BrokerClosedError,
     BrokerUnavailableError,
@@ -506,12 +506,7 @@ class RedisClusterBackend:
                 reply = await self._eval(_READ, keys, args)
         except _CLIENT_FAILURES as exc:
             raise BrokerUnavailableError(f"cannot read the history of {channel!r}: {exc}") from exc
-        entries: list[tuple[int, bytes]] = []
-        for entry_id, fields in reply[2]:
-            offset = int(_text(entry_id).partition("-")[2])
-            values = dict(zip(fields[::2], fields[1::2], strict=False))
-            entries.append((offset, values.get(b"d", b"")))
-        return Page(Position(_text(reply[0]), int(reply[1])), entries)
+        return history_page(reply)
 
     async def latest(self, channel: str) -> bytes | None:
         """The latest value :meth:`append` kept for ``channel``, read on its shard."""

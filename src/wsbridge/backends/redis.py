@@ -34,13 +34,27 @@ from wsbridge.exceptions import (
 )
 from wsbridge.history import History, Page, Position, new_epoch
 
-__all__ = ["PendingCommand", "RedisBackend", "history_keys"]
+__all__ = ["PendingCommand", "RedisBackend", "history_keys", "history_page"]
 
 _FAILURES = (RedisError, OSError, TimeoutError)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def history_page(reply: Any) -> Page:
+    """The :class:`~wsbridge.history.Page` in a reply of the history read script.
+
+    The script answers ``[epoch, top offset, [[entry id, [field, value, ...]], ...]]``
+    on a single Redis and on a cluster's shard alike.
+    """
+    entries: list[tuple[int, bytes]] = []
+    for entry_id, fields in reply[2]:
+        offset = int(_text(entry_id).partition("-")[2])
+        values = dict(zip(fields[::2], fields[1::2], strict=False))
+        entries.append((offset, values.get(b"d", b"")))
+    return Page(Position(_text(reply[0]), int(reply[1])), entries)
 
 
 # The reply kind each command of the subscription connection gets, once per argument.
@@ -332,12 +346,7 @@ class RedisBackend:
                 reply = await script(keys=list(keys[:2]), args=args)
         except _FAILURES as exc:
             raise BrokerUnavailableError(f"cannot read the history of {channel!r}: {exc}") from exc
-        entries: list[tuple[int, bytes]] = []
-        for entry_id, fields in reply[2]:
-            offset = int(_text(entry_id).partition("-")[2])
-            values = dict(zip(fields[::2], fields[1::2], strict=False))
-            entries.append((offset, values.get(b"d", b"")))
-        return Page(Position(_text(reply[0]), int(reply[1])), entries)
+        return history_page(reply)
 
     async def latest(self, channel: str) -> bytes | None:
         """The latest value kept for ``channel`` by :meth:`append`, or ``None``."""

@@ -546,7 +546,16 @@ async def test_a_write_lost_in_a_failover_never_lends_its_offset_to_another_even
 ) -> None:
     channel = "ev:lost"
     keys = history_keys(channel)
-    bridge = Broadcaster(redis_cluster.url, registry=registry(), probe_interval=0)
+    # A short backoff: the bridge's attempts fail until the failover ends, and with the
+    # default one (doubling up to 10 s) its next attempt could come later than take()
+    # waits for the "up" frame on a loaded machine.
+    bridge = Broadcaster(
+        redis_cluster.url,
+        registry=registry(),
+        probe_interval=0,
+        reconnect_delay=0.1,
+        max_reconnect_delay=0.5,
+    )
     async with bridge, bridge.subscriber() as live:
         await live.subscribe([channel])
         for n in (1, 2):
@@ -569,10 +578,13 @@ async def test_a_write_lost_in_a_failover_never_lends_its_offset_to_another_even
             assert other.hget(keys[1], "o") == b"2"
         await anyio.to_thread.run_sync(owner.kill)
         await wait_until(lambda: redis_cluster.owner(channel).port == replica.port, 30)
+        # The frames after "down": "up" once subscribed on the promoted replica, and the
+        # end of the old epoch, told when the bridge's catch-up or the next event finds
+        # the new one (either may come first, and one get() may return several frames).
+        frames: list[dict[str, Any]] = []
         with anyio.fail_after(scaled(30)):
-            # Subscribed on the promoted replica once the bridge says "up".
-            while (await take(live, 1))[0].get("status") != "up":
-                pass
+            while {"type": "broker", "status": "up"} not in frames:
+                frames += await take(live, 1)
         with anyio.fail_after(scaled(30)):
             while True:
                 try:
@@ -583,7 +595,10 @@ async def test_a_write_lost_in_a_failover_never_lends_its_offset_to_another_even
         # Continuing the old epoch would give {"n": 4} offset 3 again: the bridge, at 3
         # already, would drop it as delivered, and no client would ever see it. Instead
         # the subscriber is told the old epoch's end, then gets the new one from its start.
-        told, event = await take(live, 2)
+        with anyio.fail_after(scaled(30)):
+            while not any(f.get("channel") == channel for f in frames):
+                frames += await take(live, 1)
+        told, event = [f for f in frames if f.get("type") != "broker"]
         assert told["type"] == "position"
         assert told["positions"][channel]["recovered"] is False
         assert told["positions"][channel]["epoch"] != epoch

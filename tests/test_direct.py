@@ -291,3 +291,81 @@ async def test_connections_of_different_kinds_on_one_channel_each_get_every_even
             await reader.aclose()
         assert b.stats().messages_out - before == 3 * (len(clients) + len(readers))
         tg.cancel_scope.cancel()
+
+
+class Stepped(Recorder):
+    """A recorder whose ``n``-th event frame (from 0) suspends until ``gate``, or raises."""
+
+    def __init__(self, n: int, *, error: Exception | None = None) -> None:
+        super().__init__()
+        self.n = n
+        self.fail_with = error
+        self.step_gate = anyio.Event()
+        self.seen = 0
+
+    async def send(self, text: str) -> None:
+        if "channel" in json.loads(text):
+            index, self.seen = self.seen, self.seen + 1
+            if index == self.n:
+                if self.fail_with is not None:
+                    raise self.fail_with
+                await self.step_gate.wait()
+        await super().send(text)
+
+
+async def burst(
+    tg: anyio.abc.TaskGroup, b: Broadcaster, clients: list[Recorder], count: int
+) -> Endpoint:
+    """Connect ``clients``, then push ``count`` frames to each in one loop iteration."""
+    opened: list[Subscriber] = []
+
+    class Recording(Endpoint):
+        def open(self) -> Subscriber:
+            subscriber = super().open()
+            opened.append(subscriber)
+            return subscriber
+
+    endpoint = Recording(b, channels=["prices"], idle_timeout=None)
+    for c in clients:
+        await connect(tg, endpoint, c)
+    frames = [
+        Frame("prices", protocol.encode_event("prices", json.dumps({"i": i})))
+        for i in range(count)
+    ]
+    for frame in frames:  # as the fan-out does with a burst from the broker
+        for subscriber in opened:
+            subscriber.push(frame)
+    return endpoint
+
+
+async def test_a_batch_whose_write_suspends_midway_finishes_in_order() -> None:
+    # The first frame of the iteration is written at once; the rest go out together as
+    # the iteration ends, in one driver per connection. The third suspends: the others
+    # of its batch follow it in order, and the other connection is not held up.
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        paused, free = Stepped(2), Recorder()
+        await burst(tg, b, [paused, free], 6)
+        await free.wait_for(7)
+        assert free.events() == [{"i": i} for i in range(6)]
+        await paused.wait_for(3)
+        assert paused.events() == [{"i": 0}, {"i": 1}]
+        paused.step_gate.set()
+        await paused.wait_for(7)
+        assert paused.events() == [{"i": i} for i in range(6)]
+        assert all(not_a_send_loop(task) for _, task in paused.frames[1:])
+        assert b.running
+        tg.cancel_scope.cancel()
+
+
+async def test_a_batch_whose_write_fails_midway_ends_that_connection_alone() -> None:
+    async with Broadcaster() as b, anyio.create_task_group() as tg:
+        broken, ok = Stepped(2, error=TransportClosed()), Recorder()
+        endpoint = await burst(tg, b, [broken, ok], 6)
+        await ok.wait_for(7)
+        assert ok.events() == [{"i": i} for i in range(6)]
+        await until_connections(endpoint, 1)
+        assert broken.events() == [{"i": 0}, {"i": 1}]  # nothing after the failed write
+        assert b.running
+        await b.publish("prices", {"i": 6})
+        await ok.wait_for(8)
+        tg.cancel_scope.cancel()

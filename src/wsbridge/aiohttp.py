@@ -54,6 +54,14 @@ class AiohttpTransport:
         except (ConnectionError, RuntimeError) as exc:
             raise TransportClosed from exc
 
+    def send_direct(self, text: str) -> Awaitable[None]:
+        """The server's own ``send_str()`` for one text frame, without :meth:`send`'s wrapper.
+
+        Used on the hot path, which treats any error it raises as the client having gone
+        (aiohttp refuses to write once its closing handshake has started).
+        """
+        return self._ws.send_str(text)
+
     async def close(self, code: int, reason: str) -> None:
         """Close with ``code``; errors from an already closed connection are ignored."""
         with contextlib.suppress(Exception):

@@ -11,7 +11,8 @@
 :func:`start_send`
     Writing from the fan-out without a task per client means running a server's
     ``send()`` coroutine in place. The endpoint runs one driver coroutine per event this
-    way, which awaits each ready client's ``send()`` in turn (a plain ``await`` each).
+    way, which awaits each ready client's ``send()`` in turn (a plain ``await`` each), and
+    one per client for the frames the flusher writes together.
     Servers write without suspending unless the socket is full, so this almost always
     finishes there and then; when it suspends, the returned
     :class:`Suspended` is awaited by a task of its own, which finishes the write from the

@@ -253,6 +253,11 @@ async def _drive(
             return
 
 
+async def _send_each(send: Callable[[str], Awaitable[None]], frames: Sequence[Frame]) -> None:
+    for frame in frames:
+        await send(frame.text)
+
+
 class _SendGroup:
     """Every endpoint send path's :attr:`~wsbridge.outbox.Connection.group`.
 
@@ -290,9 +295,7 @@ class _SendGroup:
             waiting = handoff.connection
             assert waiting is not None
             handoff.taken = True
-            waiting._inflight = asyncio.get_running_loop().create_task(
-                waiting._finish(suspended, ())
-            )
+            waiting._inflight = asyncio.get_running_loop().create_task(waiting._finish(suspended))
             waiting._ready = False
 
 
@@ -374,7 +377,7 @@ class _SendPath:
             self._fail(exc)  # never let one client's error reach the fan-out
             return True
         if suspended is not None:
-            self._inflight = asyncio.get_running_loop().create_task(self._finish(suspended, ()))
+            self._inflight = asyncio.get_running_loop().create_task(self._finish(suspended))
             self._ready = False
         return True
 
@@ -401,25 +404,25 @@ class _SendPath:
     # -- writes from outside the send loop --------------------------------------------
 
     def _write(self, frames: Sequence[Frame]) -> None:
+        # One driver for the whole batch: each frame is then a plain await, where a
+        # start_send per frame would pay for a StopIteration each (a burst's frames).
         send = self._send
-        for i, frame in enumerate(frames):
-            try:
-                suspended = start_send(send(frame.text))
-            except Exception as exc:
-                self._fail(exc)  # never let one client's error reach the fan-out
-                return
-            if suspended is not None:
-                self._inflight = asyncio.get_running_loop().create_task(
-                    self._finish(suspended, frames[i + 1 :])
-                )
-                self._ready = False
-                return
+        try:
+            if len(frames) == 1:
+                suspended = start_send(send(frames[0].text))
+            else:
+                suspended = start_send(_send_each(send, frames))
+        except Exception as exc:
+            self._fail(exc)  # never let one client's error reach the fan-out
+            return
+        if suspended is not None:
+            # The rest of the batch goes on inside the suspended driver, in order.
+            self._inflight = asyncio.get_running_loop().create_task(self._finish(suspended))
+            self._ready = False
 
-    async def _finish(self, suspended: Suspended, rest: Sequence[Frame]) -> None:
+    async def _finish(self, suspended: Suspended) -> None:
         try:
             await suspended
-            for frame in rest:
-                await self._send(frame.text)
         except Exception as exc:
             self._fail(exc)
         else:

@@ -545,6 +545,68 @@ async def test_a_broker_reconnect_loses_nothing_on_history_channels(redis_url: s
         assert b.stats().replayed >= 1
 
 
+@pytest.mark.redis
+async def test_a_broker_reconnect_loses_nothing_through_a_pattern(redis_url: str) -> None:
+    """The server catches up every channel it follows through a pattern.
+
+    It follows a channel once it has delivered an event of it through the pattern, or a
+    client resumed the channel through it.
+    """
+    prefix = ch("ev:q")
+    a, b_ = f"{prefix}:a", f"{prefix}:b"
+    pattern = f"{prefix}:*"
+    total = 60
+    async with (
+        Broadcaster(
+            redis_url, registry=registry(size=1000), reconnect_delay=0.05, max_reconnect_delay=0.2
+        ) as b,
+        Broadcaster(redis_url, registry=registry(size=1000)) as publisher,
+        b.subscriber() as s,
+        b.subscriber() as resumer,
+    ):
+        await s.subscribe([pattern])
+        await publisher.publish(a, {"n": 1})
+        await publisher.publish(b_, {"n": 1})
+        frames = await take(s, 4)
+        epoch = frames[2]["positions"][b_]["epoch"]
+        # The second client resumes b through the pattern and hears nothing live of it
+        # before the outage: the server follows b from the position it started b at.
+        resumed = await resumer.subscribe([pattern], since={b_: Position(epoch, 0)})
+        assert resumed[b_].recovered is True
+        (replayed,) = await take(resumer, 1)
+        assert replayed["offset"] == 1
+        got = {s: {a: [1], b_: [1]}, resumer: {a: [], b_: [1]}}
+        expected = {
+            s: {a: list(range(1, total + 1)), b_: list(range(1, total + 1))},
+            resumer: {a: list(range(2, total + 1)), b_: list(range(1, total + 1))},
+        }
+        admin = aioredis.from_url(redis_url)
+        try:
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            for i in range(2, total + 1):
+                await publisher.publish(a, {"n": i})
+                await publisher.publish(b_, {"n": i})
+                if i % 20 == 0:
+                    await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            for sub, seen in got.items():
+                with anyio.fail_after(scaled(20)):
+                    while any(len(seen[c]) < len(expected[sub][c]) for c in (a, b_)):
+                        frames = await sub.get()
+                        assert frames
+                        for frame in frames:
+                            event = json.loads(frame.text)
+                            if "channel" in event:
+                                seen[event["channel"]].append(event["offset"])
+                            elif event.get("type") == "position":
+                                # A first sight (the resumer's of a), never a loss.
+                                assert "recovered" not in event["positions"][a], event
+        finally:
+            await admin.aclose()
+        assert got == expected
+        assert b.stats().broker_reconnects >= 1
+        assert b.stats().replayed >= 1
+
+
 # -- gaps the server cannot fill ------------------------------------------------------------
 
 
@@ -650,6 +712,36 @@ async def test_a_lost_history_is_told_with_a_position_frame(
         assert [f["data"]["n"] for f in frames[1:]] == [1, 2, 3]
         await nothing_more(s, publisher, channel)
         assert b.stats().recoveries_failed >= 1
+
+
+@pytest.mark.redis
+async def test_a_trimmed_gap_through_a_pattern_is_told(redis_url: str) -> None:
+    prefix = ch("ev:t")
+    channel, pattern = f"{prefix}:a", f"{prefix}:*"
+    async with (
+        Broadcaster(redis_url, registry=registry(size=2)) as b,
+        b.subscriber() as s,
+        b.subscriber() as late,
+    ):
+        await s.subscribe([pattern])
+        await b.publish(channel, {"n": 1})
+        told, first = await take(s, 2)
+        epoch = told["positions"][channel]["epoch"]
+        assert first["offset"] == 1
+        await _append_silently(redis_url, channel, ['{"n":2}', '{"n":3}', '{"n":4}'], 2)
+        await late.subscribe([pattern])  # has not seen the channel: told its start only
+        await b.publish(channel, {"n": 5})
+        frames = await take(s, 3)
+        assert frames[0] == {
+            "type": "position",
+            "positions": {channel: {"epoch": epoch, "offset": 3, "recovered": False}},
+        }
+        assert [(f["offset"], f["data"]["n"]) for f in frames[1:]] == [(4, 4), (5, 5)]
+        await nothing_more(s, b, channel)
+        assert b.stats().recoveries_failed == 1
+        start, *events = await take(late, 4)  # the marker too
+        assert "recovered" not in start["positions"][channel]
+        assert [f["offset"] for f in events] == [4, 5, 6]
 
 
 # -- resume through a pattern ----------------------------------------------------------------

@@ -770,6 +770,9 @@ class Broadcaster:
         # The last publication seen on each state channel, for new subscribers.
         self._latest: dict[str, Frame] = {}
         self._tracks: dict[str, _Track] = {}
+        # The same for channels reached through a pattern, per pattern: each pattern's
+        # subscription gets its own copy of an event, so each follows its own position.
+        self._pattern_tracks: dict[str, dict[str, _Track]] = {}
         self._replay_frames: dict[tuple[str, str, int], Frame | None] = {}
         self._replay_pages: dict[tuple[str, str, int, int], _SharedRead] = {}
         # The last frame a subscriber started a channel at, and its position: the clients
@@ -1095,7 +1098,12 @@ class Broadcaster:
                 self._counters.recoveries_failed += 1
             return _Plan(Resumed(None, None if since is None else False), latest)
         top = page.position
-        self._seed(channel, top)
+        if channel in subscriber._channels:
+            self._seed(channel, top)
+        else:  # resumed through a pattern: its live events come through that
+            for pattern in subscriber._patterns:
+                if glob_match(pattern, channel):
+                    self._seed(channel, top, pattern)
         if since is None:
             return _Plan(Resumed(top), latest, top=top)
         entries = page.entries
@@ -1113,17 +1121,19 @@ class Broadcaster:
             Resumed(top, True), latest, top=top, replay=page, history=history, after=since.offset
         )
 
-    def _seed(self, channel: str, position: Position) -> None:
+    def _seed(self, channel: str, position: Position, pattern: str | None = None) -> None:
         """Follow a channel from a subscription's position until a live event arrives.
 
         Without it, what is published between a subscription and a broker outage that
         comes before the first live event would not be read back after the reconnect.
+        ``pattern``: the subscription its live events come through, if not its own.
         """
-        track = self._tracks.get(channel)
+        tracks = self._tracks_of(pattern)
+        track = tracks.get(channel)
         if track is None:
-            if len(self._tracks) >= _MAX_TRACKS:
-                self._tracks.clear()
-            self._tracks[channel] = _Track(position.epoch, position.offset, seeded=True)
+            if len(tracks) >= _MAX_TRACKS:
+                tracks.clear()
+            tracks[channel] = _Track(position.epoch, position.offset, seeded=True)
         elif track.seeded and track.catching is None and track.epoch == position.epoch:
             track.offset = min(track.offset, position.offset)
 
@@ -1298,6 +1308,7 @@ class Broadcaster:
                     self._upstream -= drop
                     for key in drop:
                         self._tracks.pop(key, None)
+                        self._pattern_tracks.pop(key, None)
                     await self._backend.unsubscribe(
                         [k for k in drop if not is_pattern(k)], [k for k in drop if is_pattern(k)]
                     )
@@ -1449,27 +1460,40 @@ class Broadcaster:
         if not route:
             return
         data = message.data
-        if pattern is None and data[:1] == b"\x00" and is_envelope(data):
+        if data[:1] == b"\x00" and is_envelope(data):
             parsed = parse_envelope(data)
             if parsed is not None:
-                self._live(message.channel, *parsed)
+                self._live(message.channel, *parsed, pattern)
                 return
         frame = self._frame(message)
         if frame is None:
             return
         self._fan_out(route, frame, pattern)
 
-    def _live(self, channel: str, epoch: str, offset: int, payload: bytes) -> None:
-        """A live publication with an offset on an exact subscription: deliver it in order.
+    def _tracks_of(self, pattern: str | None) -> dict[str, _Track]:
+        """The positions followed through ``pattern``'s subscription (``None``: by name)."""
+        if pattern is None:
+            return self._tracks
+        tracks = self._pattern_tracks.get(pattern)
+        if tracks is None:
+            tracks = self._pattern_tracks[pattern] = {}
+        return tracks
 
-        A publication that skips offsets makes the server read the missed ones from
+    def _live(
+        self, channel: str, epoch: str, offset: int, payload: bytes, pattern: str | None = None
+    ) -> None:
+        """A live publication with an offset: deliver it in order.
+
+        ``pattern`` is the subscription it came through (``None``: the channel's own). A
+        publication that skips offsets makes the server read the missed ones from
         history first; live ones wait meanwhile (bounded), and duplicates are dropped.
         """
-        track = self._tracks.get(channel)
+        tracks = self._tracks if pattern is None else self._tracks_of(pattern)
+        track = tracks.get(channel)
         if track is None:
-            if len(self._tracks) >= _MAX_TRACKS:
-                self._tracks.clear()
-            track = self._tracks[channel] = _Track(epoch, offset)
+            if len(tracks) >= _MAX_TRACKS:
+                tracks.clear()
+            track = tracks[channel] = _Track(epoch, offset)
         elif track.catching is not None:
             if len(track.catching) < _CATCH_UP_HOLD:
                 track.catching.append((epoch, offset, payload))
@@ -1479,9 +1503,11 @@ class Broadcaster:
         else:
             if epoch != track.epoch:
                 # Another epoch: the history this server followed is gone. Its clients
-                # are told, then the new epoch is followed from its start.
+                # are told (through a pattern, each before its first event of the new
+                # epoch), then the new epoch is followed from its start.
                 track.epoch, track.offset, track.seeded = epoch, 0, False
-                self._lost(channel, epoch, 0, "was lost")
+                if pattern is None:
+                    self._lost(channel, epoch, 0, "was lost")
             if offset <= track.offset:
                 return  # delivered already, from history
             if (
@@ -1491,45 +1517,47 @@ class Broadcaster:
                 and self.registry.history_for(channel) is not None
             ):
                 track.catching = [(epoch, offset, payload)]
-                self._catch_up_soon(channel)
+                self._catch_up_soon(channel, pattern)
                 return
             track.offset = offset
             track.seeded = False
-        route = self._routes.get(channel)
+        route = self._routes.get(channel if pattern is None else pattern)
         frame = self._build(channel, payload, epoch, offset)
         if route and frame is not None:
-            self._fan_out(route, frame, None)
+            self._fan_out(route, frame, pattern)
 
-    def _catch_up_soon(self, channel: str) -> None:
+    def _catch_up_soon(self, channel: str, pattern: str | None = None) -> None:
         task_group = self._task_group
-        track = self._tracks.get(channel)
+        track = self._tracks_of(pattern).get(channel)
         if track is None or task_group is None:
             return
         if track.catching is None:
             track.catching = []
-        task_group.start_soon(self._catch_up, channel, track)
+        task_group.start_soon(self._catch_up, channel, track, pattern)
 
-    async def _catch_up(self, channel: str, track: _Track) -> None:
+    async def _catch_up(self, channel: str, track: _Track, pattern: str | None) -> None:
         history = self.registry.history_for(channel)
         backend = self._history
+        key = channel if pattern is None else pattern
         try:
             for _ in range(10_000):  # bounded: each round delivers a batch or stops
-                if history is None or backend is None or channel not in self._routes:
+                if history is None or backend is None or key not in self._routes:
                     break
                 page = await backend.read_history(channel, history, track.offset, _REPLAY_BATCH)
                 top = page.position
                 if top.epoch != track.epoch:
                     # The history was lost: follow the new epoch from its start.
                     track.epoch, track.offset, track.seeded = top.epoch, 0, False
-                    self._lost(channel, top.epoch, 0, "was lost")
+                    if pattern is None:
+                        self._lost(channel, top.epoch, 0, "was lost")
                     continue
                 entries = page.entries
                 first = entries[0][0] if entries else top.offset + 1
                 if first != track.offset + 1:
                     # Trimmed or expired before the server read it.
                     track.offset = first - 1
-                    self._lost(channel, top.epoch, track.offset, "was trimmed")
-                route = self._routes.get(channel)
+                    self._lost(channel, top.epoch, track.offset, "was trimmed", pattern)
+                route = self._routes.get(key)
                 for offset, data in entries:
                     if offset <= track.offset:
                         continue
@@ -1537,7 +1565,7 @@ class Broadcaster:
                     track.seeded = False
                     frame = self._build(channel, data, track.epoch, offset)
                     if route and frame is not None:
-                        self._fan_out(route, frame, None)
+                        self._fan_out(route, frame, pattern)
                         self._counters.replayed += 1
                 if len(entries) < _REPLAY_BATCH:
                     break
@@ -1547,25 +1575,44 @@ class Broadcaster:
             pending, track.catching = track.catching or [], None
             overflowed, track.overflowed = track.overflowed, False
             for epoch, offset, payload in pending:
-                self._live(channel, epoch, offset, payload)
+                self._live(channel, epoch, offset, payload, pattern)
             if overflowed and track.catching is None and self._connected:
-                self._catch_up_soon(channel)
+                self._catch_up_soon(channel, pattern)
 
-    def _lost(self, channel: str, epoch: str, offset: int, how: str) -> None:
-        """Tell the exact subscribers of ``channel`` that events before a position are lost.
+    def _lost(
+        self, channel: str, epoch: str, offset: int, how: str, pattern: str | None = None
+    ) -> None:
+        """Tell the subscribers of ``channel`` that events before a position are lost.
 
         The server could not read back what it missed: never a silent gap, each client
         gets a ``position`` frame with ``recovered: false``, in order with the events.
+        Through ``pattern``, only the clients that were told the channel's epoch: the
+        others learn its position before their first event of it.
         """
         self._counters.recoveries_failed += 1
         self._counters.bump(channel, "recoveries_failed")
         self._log_limited(
             f"gap:{channel}", "wsbridge: history of %r %s; clients told of the gap", channel, how
         )
-        route = self._routes.get(channel)
-        if route:
-            text = protocol.position_frame(channel, epoch, offset, recovered=False)
-            self._fan_out(route, _PositionFrame(channel, text, epoch, offset), None)
+        route = self._routes.get(channel if pattern is None else pattern)
+        if not route:
+            return
+        text = protocol.position_frame(channel, epoch, offset, recovered=False)
+        frame = _PositionFrame(channel, text, epoch, offset)
+        if pattern is None:
+            self._fan_out(route, frame, None)
+            return
+        for subscriber in list(route):
+            if (
+                subscriber.close_code is None
+                and subscriber._epochs.get(channel) == epoch
+                and subscriber._owns(channel, pattern)
+                and (subscriber.allow is None or subscriber._permits(channel))
+            ):
+                if subscriber._hold is not None:
+                    subscriber._deliver(frame)
+                else:
+                    subscriber.push(frame)
 
     def _fan_out(self, route: dict[Subscriber, None], frame: Frame, pattern: str | None) -> None:
         if pattern is not None:
@@ -1726,6 +1773,11 @@ class Broadcaster:
                 for channel, track in list(self._tracks.items()):
                     if track.catching is None and channel in self._routes:
                         self._catch_up_soon(channel)
+                for pattern, tracks in list(self._pattern_tracks.items()):
+                    if pattern in self._routes:
+                        for channel, track in list(tracks.items()):
+                            if track.catching is None:
+                                self._catch_up_soon(channel, pattern)
 
             tg.start_soon(guard, read)
             tg.start_soon(guard, health)

@@ -18,6 +18,14 @@ in nanoseconds of process CPU per delivery. Run it as::
     python benchmarks/inprocess.py            # every app, 3 processes each, interleaved
     python benchmarks/inprocess.py --apps asgi,reference --n 1000 --processes 5
     python benchmarks/inprocess.py --baseline-src ../base/src --save out.jsonl
+    python benchmarks/inprocess.py --burst 50 # bursts: 50 events in one loop iteration
+
+``--burst K`` measures the path of a burst instead: K events arrive in one event-loop
+iteration, so that each connection's first frame is written at once and the others are
+queued and written together as the iteration ends. The in-memory broker hands over one
+message per iteration, so the wsbridge apps then run on a private redis-server that this
+script starts (``redis-server`` must be on ``PATH``), and each round publishes its K events
+in one pipeline; the reference sends them in a row.
 
 ``--baseline-src DIR`` also runs each wsbridge app against the wsbridge sources in DIR (as
 ``APP@before``, interleaved with the others); ``--save FILE`` appends every sample, one
@@ -47,6 +55,9 @@ class Socket:
 
     __slots__ = ("received",)
 
+    #: Frames received by every socket, for waiting on a whole burst at once.
+    total = 0
+
     def __init__(self) -> None:
         self.received = 0
 
@@ -57,11 +68,12 @@ def stand_in_send(socket: Socket) -> Callable[[Message], Awaitable[None]]:
     async def send(message: Message) -> None:
         if message["type"] == "websocket.send":
             socket.received += 1
+            Socket.total += 1
 
     return send
 
 
-def build(name: str) -> tuple[Any, Any, list[Any]]:
+def build(name: str, broker: str = "memory://") -> tuple[Any, Any, list[Any]]:
     """The ASGI app, its broadcaster (None for the reference) and its connection list."""
     from wsbridge import Broadcaster, Endpoint
 
@@ -78,7 +90,7 @@ def build(name: str) -> tuple[Any, Any, list[Any]]:
             await websocket.receive_text()
 
         return app, None, connections
-    broadcaster = Broadcaster("memory://")
+    broadcaster = Broadcaster(broker)
     target = Endpoint(broadcaster, channels=["trade:executed"], idle_timeout=None)
     if name == "asgi":
         from wsbridge.asgi import WebSocketApp
@@ -99,9 +111,14 @@ def build(name: str) -> tuple[Any, Any, list[Any]]:
     return app, broadcaster, connections
 
 
-async def measure(name: str, n: int, events: int, rounds: int) -> dict[str, Any]:
-    """Serve ``n`` stand-in connections with app ``name``; time ``rounds`` x ``events``."""
-    app, broadcaster, connections = build(name)
+async def measure(
+    name: str, n: int, events: int, rounds: int, burst: int = 1, redis_url: str | None = None
+) -> dict[str, Any]:
+    """Serve ``n`` stand-in connections with app ``name``; time ``rounds`` x ``events``.
+
+    With ``burst`` > 1 and a ``redis_url``, events are published ``burst`` at a time.
+    """
+    app, broadcaster, connections = build(name, redis_url or "memory://")
     if broadcaster is not None:
         await broadcaster.__aenter__()
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -142,20 +159,40 @@ async def measure(name: str, n: int, events: int, rounds: int) -> dict[str, Any]
             raise SystemExit(f"{name}: the connections did not subscribe within 60 s")
         await asyncio.sleep(0.01)
     text = json.dumps({"channel": "trade:executed", "data": PAYLOAD})
+    publisher = None
+    if burst > 1 and broadcaster is not None:
+        import redis.asyncio as aioredis
+
+        publisher = aioredis.from_url(redis_url or "")
+    data = json.dumps(PAYLOAD)
+    events -= events % burst  # whole bursts only
     gc.collect()
     per_delivery = []
     for _ in range(rounds):
         start = time.process_time()
-        for _ in range(events):
+        for _ in range(events // burst):
             if broadcaster is None:
-                for websocket in list(connections):
-                    await websocket.send_text(text)
+                for _ in range(burst):
+                    for websocket in list(connections):
+                        await websocket.send_text(text)
+            elif publisher is not None:
+                expected = Socket.total + burst * n
+                pipe = publisher.pipeline(transaction=False)
+                for _ in range(burst):
+                    pipe.publish("trade:executed", data)
+                await pipe.execute()
+                for _ in range(100_000):  # bounded; idle time costs no process CPU
+                    if Socket.total >= expected:
+                        break
+                    await asyncio.sleep(0.0005)
             else:
                 await broadcaster.publish("trade:executed", PAYLOAD)
             # The memory broker delivers from its reader task: let it run the fan-out.
             await asyncio.sleep(0)
             await asyncio.sleep(0)
         per_delivery.append((time.process_time() - start) / (events * n) * 1e9)
+    if publisher is not None:
+        await publisher.aclose()
     expected = rounds * events
     for _ in range(1000):  # the last event's fan-out may still be running in the reader
         if all(s.received >= expected for s in sockets):
@@ -181,7 +218,7 @@ def child(args: argparse.Namespace) -> None:
         runner: Callable[..., Any] = asyncio.run
     else:
         runner = uvloop.run
-    result = runner(measure(args.child, args.n, args.events, args.rounds))
+    result = runner(measure(args.child, args.n, args.events, args.rounds, args.burst, args.redis))
     print(json.dumps(result))
 
 
@@ -196,6 +233,10 @@ def main() -> None:
     p.add_argument("--baseline-src", help="also run the wsbridge apps against DIR's wsbridge")
     p.add_argument("--baseline-label", default="before", help="suffix of those apps' names")
     p.add_argument("--save", help="append every sample to this JSON Lines file")
+    p.add_argument(
+        "--burst", type=int, default=1, help="events per loop iteration (>1: on a redis-server)"
+    )
+    p.add_argument("--redis", help=argparse.SUPPRESS)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -214,6 +255,29 @@ def main() -> None:
                 runs.append((a + label, a))  # right before the app: interleaved
             runs.append((a, None))
     samples: dict[str, list[float]] = {name: [] for name, _ in runs}
+    redis_proc = None
+    if args.burst > 1:
+        import tempfile
+        from pathlib import Path
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import run
+
+        workdir = Path(tempfile.mkdtemp(prefix="inprocess-redis-"))
+        redis_proc, args.redis = asyncio.run(run.start_redis(workdir))
+    try:
+        measure_all(args, runs, samples)
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(10)
+    report(args, samples)
+
+
+def measure_all(
+    args: argparse.Namespace, runs: list[tuple[str, str | None]], samples: dict[str, list[float]]
+) -> None:
+    """Run each app's processes, interleaved, adding their samples to ``samples``."""
     for process in range(args.processes):
         for name, baseline_of in runs:
             app = baseline_of or name
@@ -224,6 +288,9 @@ def main() -> None:
                 )
             command = [sys.executable, __file__, "--child", app, "--n", str(args.n)]
             command += ["--events", str(args.events), "--rounds", str(args.rounds)]
+            command += ["--burst", str(args.burst)]
+            if args.redis:
+                command += ["--redis", args.redis]
             out = subprocess.run(
                 command,
                 capture_output=True,
@@ -238,10 +305,20 @@ def main() -> None:
             samples[name].extend(ns)
             if args.save:
                 record = {"app": name, "process": process, "n": args.n, "ns": ns}
+                if args.burst > 1:
+                    record["burst"] = args.burst
                 with open(args.save, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
+
+
+def report(args: argparse.Namespace, samples: dict[str, list[float]]) -> None:
+    """Print the Markdown table of ``samples``."""
     base = min(samples["reference"]) if "reference" in samples else None
-    print(f"N = {args.n}, {args.processes} processes x {args.rounds} rounds x {args.events} events")
+    bursts = f", in bursts of {args.burst}" if args.burst > 1 else ""
+    print(
+        f"N = {args.n}, {args.processes} processes x {args.rounds} rounds x {args.events} events"
+        + bursts
+    )
     print()
     print("| app | ns/delivery, fastest | median | fastest x reference |")
     print("|---|---:|---:|---:|")

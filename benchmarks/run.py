@@ -197,6 +197,24 @@ def tree_cpu_split(pid: int) -> tuple[float, float]:
     return user / CLK_TCK, system / CLK_TCK
 
 
+def tree_write_calls(pid: int) -> int | None:
+    """Write system calls made so far by ``pid``'s process tree (``syscw``), or ``None``.
+
+    How many writes a fan-out takes is most of its system time: a server that writes a
+    burst's frames to a socket together makes fewer than one write per delivery.
+    """
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/io", "rb") as f:
+                for line in f:
+                    if line.startswith(b"syscw:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            return None
+    return total
+
+
 def tree_rss(pid: int) -> int:
     """Resident memory in bytes of ``pid``'s process tree, from /proc."""
     total = 0
@@ -688,6 +706,7 @@ async def measure(
     wire0 = await wire_bytes(port)
     user0, sys0 = tree_cpu_split(pid)
     cpu0 = user0 + sys0
+    writes0 = tree_write_calls(pid)
     t0 = time.monotonic_ns()
     if rate is None:
         batch = 100
@@ -711,6 +730,7 @@ async def measure(
     )
     user1, sys1 = tree_cpu_split(pid)
     cpu1 = user1 + sys1
+    writes1 = tree_write_calls(pid)
     wire1 = await wire_bytes(port)
     fresh = sum(r["fresh"] for r in replies)
     frames = sum(r["frames"] for r in replies)
@@ -730,6 +750,11 @@ async def measure(
         "wire_bytes_per_delivery": (
             (wire1 - wire0) / fresh
             if fresh and wire0 is not None and wire1 is not None
+            else float("nan")
+        ),
+        "write_calls_per_delivery": (
+            (writes1 - writes0) / fresh
+            if fresh and writes0 is not None and writes1 is not None
             else float("nan")
         ),
         "client_us_per_frame": (

@@ -390,9 +390,18 @@ async def resume_case(
             return await _numsub(pub) == 0
 
         await _wait(gone, 30, "the server to drop the channel")
-        again = await _replay(
-            cfg, server.pid, pub, script, factory, workers, 2 * m, m, n, True, args.replay_idle
-        )
+        spy = None
+        if args.profile and rep == 0:
+            spy = run.start_profile(server.pid, logs / f"{tag}.reconnect")
+        try:
+            again = await _replay(
+                cfg, server.pid, pub, script, factory, workers, 2 * m, m, n, True, args.replay_idle
+            )
+        finally:
+            if spy is not None:
+                out["profile_reconnect"] = await asyncio.to_thread(
+                    run.stop_profile, spy, logs / f"{tag}.reconnect"
+                )
         again["of_live_rate"] = again["deliveries_per_s"] / live["deliveries_per_s"]
         out["modes"]["reconnect"] = again
         bad = [
@@ -692,7 +701,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile", action="store_true",
         help="record a py-spy profile of the server during the first repeat's replay "
-        "on open connections (perturbs that repeat's figures)",
+        "and reconnect (perturbs that repeat's figures)",
     )  # fmt: skip
     args = p.parse_args(argv)
     if args.smoke:

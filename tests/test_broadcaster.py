@@ -18,7 +18,7 @@ from wsbridge import (
     Registry,
 )
 from wsbridge.broadcaster import Frame, Subscriber
-from wsbridge.outbox import Connection
+from wsbridge.outbox import Connection, FrameBatch
 from wsbridge.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER
 
 pytestmark = pytest.mark.anyio
@@ -364,3 +364,106 @@ def test_a_malformed_redis_url_is_a_configuration_error(url: str, reason: str) -
     with pytest.raises(ConfigurationError) as caught:
         Broadcaster("redis://:hunter2@127.0.0.1:abc/0")
     assert "hunter2" not in str(caught.value)
+
+
+# -- frames pushed as a batch (a page of replayed events) --------------------------------
+
+
+class _Batched:
+    """A connection taking whole batches while ``open``; records what it took, in order."""
+
+    group = None
+
+    def __init__(self) -> None:
+        self.open = True
+        self.taken: list[str] = []
+        self.batches = 0
+        self.woken = 0
+
+    def offer(self, frame: Frame) -> bool:
+        if self.open:
+            self.taken.append(frame.text)
+        return self.open
+
+    def offer_batch(self, batch: FrameBatch) -> bool:
+        if self.open:
+            self.batches += 1
+            self.taken.extend(frame.text for frame in batch.frames)
+        return self.open
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+def batch_of(start: int, n: int) -> FrameBatch:
+    return FrameBatch(Frame("a", str(i)) for i in range(start, start + n))
+
+
+async def test_a_batch_goes_whole_to_a_connection_that_takes_it() -> None:
+    async with Broadcaster() as b, b.subscriber(max_messages=4) as s:
+        connection = _Batched()
+        s.attach(connection)
+        s.push_batch(batch_of(0, 10))  # more than the outbox holds: it is not queued
+        s.push_batch(batch_of(10, 10))
+        assert connection.batches == 2
+        assert connection.taken == [str(i) for i in range(20)]
+        assert not s.closed
+        assert s.pending == 0
+        assert b.stats().messages_out == 20
+
+
+async def test_batches_keep_their_order_behind_queued_frames() -> None:
+    async with Broadcaster() as b, b.subscriber(max_messages=100) as s:
+        connection = _Batched()
+        s.attach(connection)
+        s.push_batch(batch_of(0, 3))
+        connection.open = False  # the socket is full: frames queue
+        s.push_batch(batch_of(3, 3))
+        connection.open = True  # ... and while some are queued, later ones queue behind
+        s.push_batch(batch_of(6, 3))
+        s.push(Frame("a", "9"))
+        assert connection.batches == 1
+        assert s.pending == 7
+        assert connection.woken >= 1
+        connection.taken.extend(frame.text for frame in s.get_nowait())
+        s.push_batch(batch_of(10, 2))  # nothing queued: whole again
+        assert connection.batches == 2
+        assert connection.taken == [str(i) for i in range(12)]
+
+
+@pytest.mark.parametrize("overflow", ["disconnect", "drop"])
+async def test_a_refused_batch_meets_the_outbox_bound_and_its_policy(overflow: str) -> None:
+    async with Broadcaster() as b, b.subscriber(max_messages=5, overflow=overflow) as s:
+        connection = _Batched()
+        connection.open = False
+        s.attach(connection)
+        s.push_batch(batch_of(0, 8))
+        stats = b.stats()
+        if overflow == "disconnect":
+            assert s.close_code == CLOSE_SLOW_CONSUMER
+            assert stats.slow_consumer_disconnects == 1
+            assert s.pending == 0
+            s.push_batch(batch_of(8, 2))  # closed: ignored
+            assert s.pending == 0
+        else:
+            assert not s.closed
+            assert stats.dropped == 3
+            assert [f.text for f in s.get_nowait()] == [str(i) for i in range(5)]
+        assert connection.taken == []
+
+
+async def test_a_batch_to_a_connection_without_offer_batch_goes_frame_by_frame() -> None:
+    async with Broadcaster() as b, b.subscriber(max_messages=3) as s:
+        taken: list[str] = []
+
+        def take_two(frame: Frame) -> bool:
+            if len(taken) == 2:
+                return False
+            taken.append(frame.text)
+            return True
+
+        s.sink = take_two
+        s.push_batch(batch_of(0, 4))  # two written, then queued, in order
+        assert taken == ["0", "1"]
+        assert [f.text for f in s.get_nowait()] == ["2", "3"]
+        assert not s.closed

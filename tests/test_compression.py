@@ -28,7 +28,9 @@ from wsbridge import Broadcaster, Endpoint, outbox
 from wsbridge import deflate as wsdeflate
 from wsbridge.asgi import WebSocketApp
 from wsbridge.exceptions import ConfigurationError
+from wsbridge.history import History
 from wsbridge.outbox import Frame
+from wsbridge.schema import Registry
 from wsbridge.server import Server
 
 if TYPE_CHECKING:
@@ -243,6 +245,61 @@ async def test_threshold_and_switch(
             assert json.loads(text_of(client, frame)) == {"channel": CHANNEL, "data": SMALL}
         finally:
             await client.close()
+
+
+async def send_json(client: RawClient, message: dict[str, Any]) -> None:
+    data = json.dumps(message).encode()
+    if client.extension is not None:
+        await client.send_frame(deflate(data), rsv1=True)
+    else:
+        await client.send_frame(data)
+
+
+async def test_a_replay_decodes_the_same_compressed_or_not() -> None:
+    # Replayed events go to each client as one write of a page's frames, joined once
+    # per compression setting: each frame must still decode on its own, in order.
+    registry = Registry(history={CHANNEL: History(size=300, ttl=60)})
+    endpoint = Endpoint(Broadcaster("memory://", registry=registry), allow=[CHANNEL])
+    with BridgeServer(endpoint) as server:
+        assert isinstance(server, BridgeServer)
+        probe = await RawClient.connect(server.port)
+        try:
+            await send_json(probe, {"type": "subscribe", "channels": [CHANNEL]})
+            ack = json.loads((await probe.recv_data()).payload)
+            epoch = ack["positions"][CHANNEL]["epoch"]
+        finally:
+            await probe.close()
+        sent = [LARGE if i % 3 == 0 else {**SMALL, "cash": i} for i in range(250)]
+        for data in sent:
+            publish(server, data)
+        clients = [
+            await RawClient.connect(server.port, extensions="permessage-deflate"),
+            await RawClient.connect(
+                server.port, extensions="permessage-deflate; server_max_window_bits=10"
+            ),
+            await RawClient.connect(server.port),
+        ]
+        try:
+            since = {CHANNEL: {"epoch": epoch, "offset": 0}}
+            for client in clients:
+                await send_json(
+                    client, {"type": "subscribe", "channels": [CHANNEL], "since": since}
+                )
+            for client in clients:
+                ack = json.loads(text_of(client, await client.recv_data()))
+                assert ack["positions"][CHANNEL]["recovered"] is True, ack
+                got = []
+                for _ in sent:
+                    frame = await client.recv_data()
+                    event = json.loads(text_of(client, frame))
+                    large = event["data"] == LARGE
+                    assert frame.rsv1 is (client.extension is not None and large)
+                    got.append(event)
+                assert [e["offset"] for e in got] == list(range(1, len(sent) + 1))
+                assert [e["data"] for e in got] == sent
+        finally:
+            for client in clients:
+                await client.close()
 
 
 def test_a_negative_threshold_is_refused() -> None:

@@ -12,6 +12,7 @@ is handled by the subscriber's overflow policy, so one slow client never delays 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import random
@@ -40,6 +41,7 @@ from wsbridge.outbox import (
     Connection,
     ConnectionGroup,
     Frame,
+    FrameBatch,
     Outbox,
     OverflowPolicy,
     Pushed,
@@ -68,7 +70,8 @@ _MAX_TRACKS = 100_000
 # Latest values kept per process (state channels reached through patterns are unbounded).
 _MAX_LATEST = 10_000
 # Replayed frames kept for the next subscriber that replays the same publications: a
-# thousand clients resuming one channel decode, check and encode each event once.
+# thousand clients resuming one channel decode, check and encode each event once. The
+# pages of them kept as batches (their bytes joined) hold at most as many again.
 _MAX_REPLAY_FRAMES = 4096
 # History pages read for a replay, kept for the replays that need the same page: within
 # an epoch the publications up to a channel's top never change.
@@ -449,6 +452,26 @@ class Subscriber:
             return
         self._enqueue(frame)
 
+    def push_batch(self, batch: FrameBatch) -> None:
+        """Deliver frames in order without waiting, as :meth:`push` of each would.
+
+        A connection with ``offer_batch`` takes the whole batch at once while nothing is
+        queued before it; otherwise each frame is offered, or queued under the outbox's
+        bounds and overflow policy, in turn.
+        """
+        if self.close_code is not None:
+            return
+        if not self._outbox.frames:
+            offer = getattr(self._connection, "offer_batch", None)
+            if offer is not None and offer(batch):
+                counters = self._counters
+                counters.messages_out += len(batch.frames)
+                counters.bytes_out += batch.size
+                return
+        push = self.push
+        for frame in batch.frames:
+            push(frame)
+
     def enqueue(self, frame: Frame) -> None:
         """Queue a frame in the outbox, without offering it, and wake the connection.
 
@@ -639,6 +662,10 @@ class _SharedRead:
         self.page: Page | None = None
 
 
+def _entry_offset(entry: tuple[int, bytes]) -> int:
+    return entry[0]
+
+
 def _replay_batch(subscriber: Subscriber) -> int:
     # Half the outbox at most: live events of other channels keep room to arrive.
     return max(1, min(_REPLAY_BATCH, subscriber._outbox.max_messages // 2))
@@ -647,6 +674,8 @@ def _replay_batch(subscriber: Subscriber) -> int:
 async def _drain(subscriber: Subscriber) -> bool:
     """Wait until the subscriber's outbox has room for a replay batch; False: it stalled."""
     limit = subscriber._outbox.max_messages // 2
+    if len(subscriber._outbox) <= limit or subscriber.closed:
+        return True  # the usual case, without a cancel scope per page
     with anyio.move_on_after(_REPLAY_DRAIN_TIMEOUT):
         while len(subscriber._outbox) > limit and not subscriber.closed:
             event = subscriber._drained = anyio.Event()
@@ -775,6 +804,10 @@ class Broadcaster:
         self._pattern_tracks: dict[str, dict[str, _Track]] = {}
         self._replay_frames: dict[tuple[str, str, int], Frame | None] = {}
         self._replay_pages: dict[tuple[str, str, int, int], _SharedRead] = {}
+        # Replayed pages as batches, by channel, epoch, first and last offset; and how
+        # many frames they hold together (at most _MAX_REPLAY_FRAMES).
+        self._replay_batches: dict[tuple[str, str, int, int], FrameBatch] = {}
+        self._replay_batched = 0
         # The last frame a subscriber started a channel at, and its position: the clients
         # that start at the same event share one Position instead of holding one each.
         self._last_start: tuple[Frame, Position] | None = None
@@ -1230,26 +1263,50 @@ class Broadcaster:
     def _push_page(
         self, subscriber: Subscriber, channel: str, page: Page, last: int, top: Position
     ) -> int:
-        built = self._replay_frames
-        for offset, data in page.entries:
-            if offset <= last:
-                continue
-            if offset > top.offset:
-                break
-            # An epoch and an offset name one publication: its frame is the same for all.
-            key = (channel, top.epoch, offset)
-            if key in built:
-                frame = built[key]
-            else:
-                frame = self._build(channel, data, top.epoch, offset)
-                if len(built) >= _MAX_REPLAY_FRAMES:
-                    built.clear()
-                built[key] = frame
-            last = offset
-            if frame is not None:
-                subscriber.push(frame)
-                self._counters.replayed += 1
+        """Push the page's publications after ``last`` up to ``top``; the last one pushed."""
+        entries = page.entries
+        if entries and entries[0][0] > last and entries[-1][0] <= top.offset:
+            lo, hi = 0, len(entries)  # the usual page: all of it
+        else:
+            lo = bisect.bisect_right(entries, last, key=_entry_offset)
+            hi = bisect.bisect_right(entries, top.offset, lo=lo, key=_entry_offset)
+        if lo >= hi:
+            return last
+        first, last = entries[lo][0], entries[hi - 1][0]
+        # Clients resuming from one place get the same pages: one batch each, shared.
+        key = (channel, top.epoch, first, last)
+        batches = self._replay_batches
+        batch = batches.get(key)
+        if batch is None:
+            batch = FrameBatch(
+                frame
+                for frame in (
+                    self._replay_frame(channel, top.epoch, offset, data)
+                    for offset, data in entries[lo:hi]
+                )
+                if frame is not None
+            )
+            self._replay_batched += len(batch)
+            if self._replay_batched > _MAX_REPLAY_FRAMES:
+                batches.clear()
+                self._replay_batched = len(batch)
+            batches[key] = batch
+        if batch.frames:
+            subscriber.push_batch(batch)
+            self._counters.replayed += len(batch.frames)
         return last
+
+    def _replay_frame(self, channel: str, epoch: str, offset: int, data: bytes) -> Frame | None:
+        # An epoch and an offset name one publication: its frame is the same for all.
+        built = self._replay_frames
+        key = (channel, epoch, offset)
+        if key in built:
+            return built[key]
+        frame = self._build(channel, data, epoch, offset)
+        if len(built) >= _MAX_REPLAY_FRAMES:
+            built.clear()
+        built[key] = frame
+        return frame
 
     async def _unsubscribe(self, subscriber: Subscriber, channels: list[str]) -> None:
         gone = []

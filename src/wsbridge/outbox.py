@@ -1,6 +1,8 @@
 """One client's outbound side, without I/O: its frames, its bounded outbox, its writer.
 
 * A :class:`Frame` is one outbound frame, built once and shared by every recipient.
+* A :class:`FrameBatch` is frames delivered together, in order (a page of replayed
+  events), also shared: a connection that takes it whole writes its bytes at once.
 * An :class:`Outbox` is a client's bounded queue of frames. It is a plain object: no
   event loop, no clock, no socket. :meth:`Outbox.push` applies the bounds, the
   conflation of state channels and the overflow policy, and says what it did;
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -26,6 +29,7 @@ __all__ = [
     "Connection",
     "ConnectionGroup",
     "Frame",
+    "FrameBatch",
     "Outbox",
     "OverflowPolicy",
     "Pushed",
@@ -113,6 +117,51 @@ class Frame:
 
     def __repr__(self) -> str:
         return f"Frame({self.channel!r}, {self.text[:60]!r})"
+
+
+class FrameBatch:
+    """Frames delivered together, in order, built once and shared like a :class:`Frame`.
+
+    A page of replayed events is one: the same publications go to every client that
+    resumes from the same place. ``frames`` are the frames, oldest first, and ``size``
+    the bytes of their text. :meth:`wire` is their WebSocket frames joined into one bytes
+    object, built on first use for each compression setting, so that a server writing to
+    sockets directly (``offer_batch``, see :class:`Connection`) hands a client a whole
+    page in one write without joining it again for each client.
+    """
+
+    __slots__ = ("_wire", "frames", "size")
+
+    def __init__(self, frames: Iterable[Frame]) -> None:
+        self.frames = tuple(frames)
+        self.size = sum(frame.size for frame in self.frames)
+        self._wire: dict[tuple[int, int], bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def wire(self, window_bits: int = 0, threshold: int = 0) -> bytes:
+        """Every frame's wire bytes, in order, as one bytes object, joined once.
+
+        With ``window_bits``, frames of ``threshold`` bytes or more are compressed
+        (:meth:`Frame.deflated`), the others plain; without it every frame is plain.
+        """
+        key = (window_bits, threshold if window_bits else 0)
+        cache = self._wire
+        if cache is None:
+            cache = self._wire = {}
+        data = cache.get(key)
+        if data is None:
+            data = cache[key] = b"".join(
+                frame.deflated(window_bits)
+                if window_bits and frame.size >= threshold
+                else frame.wire
+                for frame in self.frames
+            )
+        return data
+
+    def __repr__(self) -> str:
+        return f"FrameBatch({len(self.frames)} frames, {self.size} bytes)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +286,12 @@ class Connection(Protocol):
     take: the connection takes it with ``subscriber.take()`` when its socket allows.
     :meth:`wake` is also called once when the subscriber is closed. Neither may raise or
     wait: a connection that fails ends itself.
+
+    A connection may also have ``offer_batch(batch: FrameBatch) -> bool``: it writes the
+    whole batch at once, as ``offer`` would write each of its frames in turn, and returns
+    True; or it takes none of them and returns False. The broadcaster offers a batch
+    (replayed events) that way when the outbox is empty; without the method, or when it
+    refuses, each frame is offered and queued as a single one would be.
 
     A connection whose :attr:`group` is not ``None`` is offered an event's frame together
     with the other connections of its group, in one :meth:`ConnectionGroup.offer` call,

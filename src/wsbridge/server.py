@@ -54,7 +54,7 @@ from wsbridge.delivery import flusher
 from wsbridge.endpoint import ConnectionInfo, Endpoint, HTTPAnswer, as_endpoint
 from wsbridge.exceptions import ConfigurationError
 from wsbridge.outbox import Connection as OutboxConnection
-from wsbridge.outbox import ConnectionGroup, Frame
+from wsbridge.outbox import ConnectionGroup, Frame, FrameBatch
 from wsbridge.session import Command, Session, Subscribe, Unsubscribe
 
 __all__ = ["Server"]
@@ -566,6 +566,16 @@ class _Connection(asyncio.Protocol):
             if self.window_bits and frame.size >= self.threshold
             else frame.wire
         )
+        if not self.dirty:
+            self.dirty = True
+            self.flusher.add(self)
+        return True
+
+    def offer_batch(self, batch: FrameBatch) -> bool:
+        """Take a batch's joined wire bytes (shared by every client), as :meth:`offer`."""
+        if self.paused or self.transport is None:
+            return False
+        self.pending.append(batch.wire(self.window_bits, self.threshold))
         if not self.dirty:
             self.dirty = True
             self.flusher.add(self)

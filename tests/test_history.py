@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
@@ -324,6 +325,120 @@ async def test_replays_from_one_place_read_each_page_once(redis_server_factory: 
             assert reads == [30, 1], reads
     finally:
         await client.aclose()
+
+
+async def test_subscribers_resuming_together_while_events_are_published(broker: str) -> None:
+    # Subscriptions set up at the same time share their first history read: each still
+    # gets every event once, in order, the live ones taking over where its replay ends.
+    async with Broadcaster(broker, registry=registry(size=500)) as b:
+        channel = ch("ev:t")
+        async with b.subscriber() as s:
+            epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
+        for i in range(1, 121):
+            await b.publish(channel, {"n": i})
+        total = 250
+        results: list[list[int]] = []
+
+        async def resume() -> None:
+            async with b.subscriber() as s:
+                resumed = await s.subscribe([channel], since={channel: Position(epoch, 0)})
+                assert resumed[channel].recovered is True
+                got: list[int] = []
+                while not got or got[-1] < total:
+                    frames = await s.get()
+                    assert frames, (s.close_code, s.close_reason)
+                    got.extend(json.loads(f.text)["offset"] for f in frames)
+                results.append(got)
+
+        async def publish_rest() -> None:
+            for i in range(121, total + 1):
+                await b.publish(channel, {"n": i})
+                if i % 10 == 0:
+                    await anyio.lowlevel.checkpoint()  # let subscriptions in between
+
+        with anyio.fail_after(scaled(30)):
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(resume)
+                tg.start_soon(publish_rest)
+        assert len(results) == 20
+        for got in results:
+            assert got == list(range(1, total + 1)), got[:5]
+
+
+@pytest.mark.redis
+async def test_subscribers_resuming_from_one_place_share_history_reads(
+    redis_server_factory: Any,
+) -> None:
+    url = redis_server_factory().url  # a server of its own: its script calls are counted
+    client = aioredis.from_url(url)
+
+    async def scripts_run() -> int:
+        stats = await client.info("commandstats")
+        return sum(
+            int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha")
+        )
+
+    n = 30
+    try:
+        async with Broadcaster(url, registry=registry(size=500)) as b:
+            channel = ch("ev:u")
+            async with b.subscriber() as s:
+                epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
+            for i in range(50):
+                await b.publish(channel, {"n": i})
+            before = await scripts_run()
+
+            async def resume() -> None:
+                async with b.subscriber() as s:
+                    resumed = await s.subscribe([channel], since={channel: Position(epoch, 0)})
+                    assert resumed[channel].recovered is True
+                    got: list[int] = []
+                    while len(got) < 50:
+                        frames = await s.get()
+                        assert frames, (s.close_code, s.close_reason)
+                        got.extend(json.loads(f.text)["offset"] for f in frames)
+                    assert got == list(range(1, 51))
+
+            with anyio.fail_after(scaled(20)):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(n):
+                        tg.start_soon(resume)
+            reads = await scripts_run() - before
+            # One read each would be n: the ones set up while a read is on its way share
+            # the next one.
+            assert 1 <= reads <= n // 2, reads
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_page_kept_from_an_earlier_replay_does_not_outlive_the_history(
+    redis_url: str,
+) -> None:
+    # A replay from the same place as an earlier one reuses its first page, but is told
+    # what a fresh read would tell: the history was emptied meanwhile, so not recovered
+    # (and not a replay cut short by 1013).
+    admin = aioredis.from_url(redis_url)
+    try:
+        async with Broadcaster(redis_url, registry=registry(size=50)) as b:
+            channel = ch("ev:k")
+            async with b.subscriber() as s:
+                epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
+            await b.publish(channel, {"n": 1})
+            async with b.subscriber() as s:
+                resumed = await s.subscribe([channel], since={channel: Position(epoch, 0)})
+                assert resumed[channel].recovered is True
+                assert [e["offset"] for e in await take(s, 1)] == [1]
+            await b.publish(channel, {"n": 2})
+            await admin.xtrim(history_keys(channel)[0], maxlen=0)
+            async with b.subscriber() as s:
+                resumed = await s.subscribe([channel], since={channel: Position(epoch, 0)})
+                assert resumed[channel] == Resumed(Position(epoch, 2), False)
+                await nothing_more(s, b, channel)
+                assert not s.closed
+    finally:
+        await admin.aclose()
 
 
 @pytest.mark.redis

@@ -662,6 +662,22 @@ class _SharedRead:
         self.page: Page | None = None
 
 
+class _FirstRead:
+    """A subscription's first history read, shared by those set up before it is sent.
+
+    Each of them was registered with the broker before the read, so the top it reads is
+    one where their live events take over.
+    """
+
+    __slots__ = ("done", "error", "page", "sent")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.sent = False
+        self.page: Page | None = None
+        self.error: BrokerUnavailableError | None = None
+
+
 def _entry_offset(entry: tuple[int, bytes]) -> int:
     return entry[0]
 
@@ -808,6 +824,9 @@ class Broadcaster:
         # many frames they hold together (at most _MAX_REPLAY_FRAMES).
         self._replay_batches: dict[tuple[str, str, int, int], FrameBatch] = {}
         self._replay_batched = 0
+        # First history reads of subscriptions, by channel, offset and limit: the one
+        # not sent yet, which subscriptions set up meanwhile join.
+        self._first_reads: dict[tuple[str, int, int], _FirstRead] = {}
         # The last frame a subscriber started a channel at, and its position: the clients
         # that start at the same event share one Position instead of holding one each.
         self._last_start: tuple[Frame, Position] | None = None
@@ -1119,10 +1138,13 @@ class Broadcaster:
             return _Plan(Resumed(None, None if since is None else False), latest)
         batch = _replay_batch(subscriber)
         wanted = since is not None and max_replay >= 0
+        after = since.offset if since is not None else 0
+        # A page another replay read from the same place: then only the top, and the first
+        # publication (still kept?), are read here.
+        kept = self._kept_page(channel, since, batch) if wanted else None
+        limit = (batch if kept is None else 1) if wanted else 0
         try:
-            page = await backend.read_history(
-                channel, history, since.offset if since is not None else 0, batch if wanted else 0
-            )
+            page = await self._first_read(backend, channel, history, after, limit)
         except BrokerUnavailableError as exc:
             self._log_limited(
                 f"history:{channel}", "wsbridge: cannot read history of %r: %s", channel, exc
@@ -1139,6 +1161,14 @@ class Broadcaster:
                     self._seed(channel, top, pattern)
         if since is None:
             return _Plan(Resumed(top), latest, top=top)
+        if kept is not None:
+            # History is trimmed oldest first: while the publication after ``since`` is
+            # kept, so is every later one, as the page read before has them.
+            first = page.entries[0][0] if page.entries else None
+            if first == after + 1 and kept.entries[0][0] == first:
+                page = Page(top, kept.entries)
+        elif wanted and page.entries:
+            self._keep_page(channel, top.epoch, after, batch, page)
         entries = page.entries
         recovered = (
             since.epoch == top.epoch
@@ -1153,6 +1183,72 @@ class Broadcaster:
         return _Plan(
             Resumed(top, True), latest, top=top, replay=page, history=history, after=since.offset
         )
+
+    def _kept_page(self, channel: str, since: Position | None, limit: int) -> Page | None:
+        """A page of publications just after ``since`` read before, with at least one."""
+        if since is None:
+            return None
+        shared = self._replay_pages.get((channel, since.epoch, since.offset, limit))
+        if shared is None or not shared.done.is_set():
+            return None
+        page = shared.page
+        # An empty page says nothing of what follows ``since`` now: read it again.
+        return page if page is not None and page.entries else None
+
+    def _keep_page(self, channel: str, epoch: str, after: int, limit: int, page: Page) -> None:
+        """Keep a subscription's first page for the replays that start at the same place.
+
+        Within an epoch the publications up to the top never change: a page read earlier
+        is still right, only possibly shorter (the replay reads on from its end). Each
+        subscription still reads its top, and whether the publication after its position
+        is still kept (:meth:`_plan`), as a read of the whole page would tell.
+        """
+        key = (channel, epoch, after, limit)
+        pages = self._replay_pages
+        if key not in pages:
+            if len(pages) >= _MAX_REPLAY_PAGES:
+                pages.clear()
+            shared = pages[key] = _SharedRead()
+            shared.page = page
+            shared.done.set()
+
+    async def _first_read(
+        self, backend: HistoryBackend, channel: str, history: History, after: int, limit: int
+    ) -> Page:
+        """A subscription's first read of history, shared with the ones set up meanwhile.
+
+        Its top must be read after the subscription was registered with the broker (live
+        events after it then reach the subscriber): so a subscription joins only a read
+        not sent yet. One read per key is in flight at a time; the subscriptions that come
+        meanwhile wait together for the next, which goes when it returns. A thousand
+        clients resuming from one place then cost the broker a few reads, not a thousand.
+        """
+        key = (channel, after, limit)
+        reads = self._first_reads
+        current = reads.get(key)
+        if current is not None and not current.sent:
+            await current.done.wait()
+            if current.error is not None:
+                raise BrokerUnavailableError(str(current.error)) from current.error
+            if current.page is not None:
+                return current.page
+            # Its reader was cancelled before it read: read alone, later than it would have.
+            return await backend.read_history(channel, history, after, limit)
+        mine = reads[key] = _FirstRead()
+        try:
+            if current is not None:
+                await current.done.wait()  # bounded by that read's own timeout
+            mine.sent = True
+            mine.page = await backend.read_history(channel, history, after, limit)
+            return mine.page
+        except BrokerUnavailableError as exc:
+            mine.error = exc
+            raise
+        finally:
+            mine.sent = True
+            if reads.get(key) is mine:
+                del reads[key]
+            mine.done.set()
 
     def _seed(self, channel: str, position: Position, pattern: str | None = None) -> None:
         """Follow a channel from a subscription's position until a live event arrives.

@@ -114,6 +114,10 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# json.loads with an argument builds a decoder per call: one, shared, costs less.
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 # A JSON string, escapes included; and what is left once strings are gone: brackets.
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
@@ -140,7 +144,7 @@ def loads(text: str, *, max_depth: int = MAX_DEPTH) -> object:
     if _deeper_than(text, max_depth):
         raise ValueError(f"nested deeper than {max_depth} levels")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _decoder.decode(text)
     except RecursionError:  # pragma: no cover - the depth check comes first
         raise ValueError(f"nested deeper than {max_depth} levels") from None
 

@@ -329,8 +329,7 @@ async def burst(
     for c in clients:
         await connect(tg, endpoint, c)
     frames = [
-        Frame("prices", protocol.encode_event("prices", json.dumps({"i": i})))
-        for i in range(count)
+        Frame("prices", protocol.encode_event("prices", json.dumps({"i": i}))) for i in range(count)
     ]
     for frame in frames:  # as the fan-out does with a burst from the broker
         for subscriber in opened:

@@ -70,6 +70,19 @@ class Recorder:
         return [f["data"] for f, _ in self.frames if "channel" in f]
 
 
+class Recording(Endpoint):
+    """An endpoint that keeps the subscriber of each connection it opens, in order."""
+
+    def __init__(self, broadcaster: Broadcaster, **options: Any) -> None:
+        super().__init__(broadcaster, **options)
+        self.opened: list[Subscriber] = []
+
+    def open(self) -> Subscriber:
+        subscriber = super().open()
+        self.opened.append(subscriber)
+        return subscriber
+
+
 async def connect(tg: anyio.abc.TaskGroup, endpoint: Endpoint, t: Recorder) -> None:
     """Serve ``t`` and return once its default subscriptions are in place."""
     tg.start_soon(endpoint.serve, t)
@@ -178,19 +191,12 @@ async def test_the_fan_out_hands_a_suspended_write_to_a_task_and_goes_on(channel
 async def test_a_closed_connection_gets_no_direct_write() -> None:
     # Closing a subscriber (an idle timeout, say) wakes its send loop to close the socket;
     # an event fanned out before that loop runs must not be written after the close.
-    opened: list[Subscriber] = []
-
-    class Recording(Endpoint):
-        def open(self) -> Subscriber:
-            subscriber = super().open()
-            opened.append(subscriber)
-            return subscriber
-
     async with Broadcaster() as b, anyio.create_task_group() as tg:
         endpoint = Recording(b, channels=["prices"], idle_timeout=None)
         closing, ok = Recorder(), Recorder()
         await connect(tg, endpoint, closing)
         await connect(tg, endpoint, ok)
+        opened = endpoint.opened
         first, _ = opened
         first.close(4000, "idle timeout")
         frame = Frame("prices", protocol.encode_event("prices", '{"i": 0}'))
@@ -317,14 +323,6 @@ async def burst(
     tg: anyio.abc.TaskGroup, b: Broadcaster, clients: list[Recorder], count: int
 ) -> Endpoint:
     """Connect ``clients``, then push ``count`` frames to each in one loop iteration."""
-    opened: list[Subscriber] = []
-
-    class Recording(Endpoint):
-        def open(self) -> Subscriber:
-            subscriber = super().open()
-            opened.append(subscriber)
-            return subscriber
-
     endpoint = Recording(b, channels=["prices"], idle_timeout=None)
     for c in clients:
         await connect(tg, endpoint, c)
@@ -332,7 +330,7 @@ async def burst(
         Frame("prices", protocol.encode_event("prices", json.dumps({"i": i}))) for i in range(count)
     ]
     for frame in frames:  # as the fan-out does with a burst from the broker
-        for subscriber in opened:
+        for subscriber in endpoint.opened:
             subscriber.push(frame)
     return endpoint
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
@@ -284,27 +285,36 @@ async def test_subscribers_resuming_the_same_events_share_their_frames(broker: s
         assert all(x is y for x, y in zip(first, second, strict=True))
 
 
+async def published(b: Broadcaster, prefix: str, count: int) -> tuple[str, str]:
+    """A new channel and its epoch, after ``count`` publications on it (``{"n": i}``)."""
+    channel = ch(prefix)
+    async with b.subscriber() as s:
+        position = (await s.subscribe([channel]))[channel].position
+    assert position is not None
+    for i in range(count):
+        await b.publish(channel, {"n": i})
+    return channel, position.epoch
+
+
+async def scripts_run(client: aioredis.Redis) -> int:
+    """How many scripts (the history reads and publishes) the server has run so far."""
+    stats = await client.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha")
+    )
+
+
 @pytest.mark.redis
 async def test_replays_from_one_place_read_each_page_once(redis_server_factory: Any) -> None:
     url = redis_server_factory().url  # a server of its own: its script calls are counted
     client = aioredis.from_url(url)
 
-    async def scripts_run() -> int:
-        stats = await client.info("commandstats")
-        return sum(
-            int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha")
-        )
-
     try:
         async with Broadcaster(url, registry=registry(size=500)) as b:
-            channel = ch("ev:p")
-            async with b.subscriber() as s:
-                epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
-            for i in range(300):
-                await b.publish(channel, {"n": i})
+            channel, epoch = await published(b, "ev:p", 300)
             reads = []
             for _ in range(2):
-                before = await scripts_run()
+                before = await scripts_run(client)
                 async with b.subscriber(max_messages=20) as s:  # pages of 10 events
                     got: list[int] = []
 
@@ -319,7 +329,7 @@ async def test_replays_from_one_place_read_each_page_once(redis_server_factory: 
                             tg.start_soon(read)
                             await s.subscribe([channel], since={channel: Position(epoch, 0)})
                     assert got == list(range(1, 301))
-                reads.append(await scripts_run() - before)
+                reads.append(await scripts_run(client) - before)
             # The first replay reads its position and first page, then 29 more pages; the
             # second reads its position and first page, and shares the other 29.
             assert reads == [30, 1], reads
@@ -373,21 +383,11 @@ async def test_subscribers_resuming_from_one_place_share_history_reads(
     url = redis_server_factory().url  # a server of its own: its script calls are counted
     client = aioredis.from_url(url)
 
-    async def scripts_run() -> int:
-        stats = await client.info("commandstats")
-        return sum(
-            int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha")
-        )
-
     n = 30
     try:
         async with Broadcaster(url, registry=registry(size=500)) as b:
-            channel = ch("ev:u")
-            async with b.subscriber() as s:
-                epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
-            for i in range(50):
-                await b.publish(channel, {"n": i})
-            before = await scripts_run()
+            channel, epoch = await published(b, "ev:u", 50)
+            before = await scripts_run(client)
 
             async def resume() -> None:
                 async with b.subscriber() as s:
@@ -404,7 +404,7 @@ async def test_subscribers_resuming_from_one_place_share_history_reads(
                 async with anyio.create_task_group() as tg:
                     for _ in range(n):
                         tg.start_soon(resume)
-            reads = await scripts_run() - before
+            reads = await scripts_run(client) - before
             # One read each would be n: the ones set up while a read is on its way share
             # the next one.
             assert 1 <= reads <= n // 2, reads
@@ -625,17 +625,23 @@ async def test_redis_restart_keeps_the_epoch_only_with_persistence(
 # -- the server's own position -------------------------------------------------------------
 
 
-@pytest.mark.redis
-async def test_a_broker_reconnect_loses_nothing_on_history_channels(redis_url: str) -> None:
-    channel = ch("ev:k")
-    total = 60
+@asynccontextmanager
+async def reconnecting(redis_url: str) -> AsyncIterator[tuple[Broadcaster, Broadcaster]]:
+    """A bridge that reconnects at once, and a publisher, with a history of 1,000."""
     async with (
         Broadcaster(
             redis_url, registry=registry(size=1000), reconnect_delay=0.05, max_reconnect_delay=0.2
         ) as b,
         Broadcaster(redis_url, registry=registry(size=1000)) as publisher,
-        b.subscriber() as s,
     ):
+        yield b, publisher
+
+
+@pytest.mark.redis
+async def test_a_broker_reconnect_loses_nothing_on_history_channels(redis_url: str) -> None:
+    channel = ch("ev:k")
+    total = 60
+    async with reconnecting(redis_url) as (b, publisher), b.subscriber() as s:
         await s.subscribe([channel])
         admin = aioredis.from_url(redis_url)
         got: list[int] = []
@@ -672,10 +678,7 @@ async def test_a_broker_reconnect_loses_nothing_through_a_pattern(redis_url: str
     pattern = f"{prefix}:*"
     total = 60
     async with (
-        Broadcaster(
-            redis_url, registry=registry(size=1000), reconnect_delay=0.05, max_reconnect_delay=0.2
-        ) as b,
-        Broadcaster(redis_url, registry=registry(size=1000)) as publisher,
+        reconnecting(redis_url) as (b, publisher),
         b.subscriber() as s,
         b.subscriber() as resumer,
     ):
@@ -747,6 +750,30 @@ async def _append_silently(redis_url: str, channel: str, payloads: list[str], si
         await client.aclose()
 
 
+async def _trim_a_gap_then_publish(
+    redis_url: str,
+    b: Broadcaster,
+    s: Subscriber,
+    channel: str,
+    epoch: str,
+    before_live: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """After offset 1: offsets 2 to 4 reach the history only, whose size of 2 keeps 3 and
+    4; then 5 is published live. The server catches up and tells ``s`` of the loss."""
+    await _append_silently(redis_url, channel, ['{"n":2}', '{"n":3}', '{"n":4}'], 2)
+    if before_live is not None:
+        await before_live()
+    await b.publish(channel, {"n": 5})
+    frames = await take(s, 3)
+    assert frames[0] == {
+        "type": "position",
+        "positions": {channel: {"epoch": epoch, "offset": 3, "recovered": False}},
+    }
+    assert [(f["offset"], f["data"]["n"]) for f in frames[1:]] == [(4, 4), (5, 5)]
+    await nothing_more(s, b, channel)
+    assert b.stats().recoveries_failed == 1
+
+
 @pytest.mark.redis
 async def test_a_trimmed_gap_is_told_with_a_position_frame(redis_url: str) -> None:
     """A live event skips offsets that the history no longer has: clients are told."""
@@ -761,17 +788,7 @@ async def test_a_trimmed_gap_is_told_with_a_position_frame(redis_url: str) -> No
         await b.publish(channel, {"n": 1})
         (first,) = await take(s, 1)
         assert first["offset"] == 1
-        # Offsets 2 to 4 reach the history only; the size of 2 keeps 3 and 4.
-        await _append_silently(redis_url, channel, ['{"n":2}', '{"n":3}', '{"n":4}'], 2)
-        await b.publish(channel, {"n": 5})  # live, at offset 5: the server catches up
-        frames = await take(s, 3)
-        assert frames[0] == {
-            "type": "position",
-            "positions": {channel: {"epoch": epoch, "offset": 3, "recovered": False}},
-        }
-        assert [(f["offset"], f["data"]["n"]) for f in frames[1:]] == [(4, 4), (5, 5)]
-        await nothing_more(s, b, channel)
-        assert b.stats().recoveries_failed == 1
+        await _trim_a_gap_then_publish(redis_url, b, s, channel, epoch)
         # A subscriber that started after the loss hears nothing of it.
         await late.subscribe([channel])
         await nothing_more(late, b, channel)
@@ -843,17 +860,10 @@ async def test_a_trimmed_gap_through_a_pattern_is_told(redis_url: str) -> None:
         told, first = await take(s, 2)
         epoch = told["positions"][channel]["epoch"]
         assert first["offset"] == 1
-        await _append_silently(redis_url, channel, ['{"n":2}', '{"n":3}', '{"n":4}'], 2)
-        await late.subscribe([pattern])  # has not seen the channel: told its start only
-        await b.publish(channel, {"n": 5})
-        frames = await take(s, 3)
-        assert frames[0] == {
-            "type": "position",
-            "positions": {channel: {"epoch": epoch, "offset": 3, "recovered": False}},
-        }
-        assert [(f["offset"], f["data"]["n"]) for f in frames[1:]] == [(4, 4), (5, 5)]
-        await nothing_more(s, b, channel)
-        assert b.stats().recoveries_failed == 1
+        # The late one has not seen the channel: it is told the channel's start only.
+        await _trim_a_gap_then_publish(
+            redis_url, b, s, channel, epoch, before_live=lambda: late.subscribe([pattern])
+        )
         start, *events = await take(late, 4)  # the marker too
         assert "recovered" not in start["positions"][channel]
         assert [f["offset"] for f in events] == [4, 5, 6]

@@ -1681,7 +1681,9 @@ class Broadcaster:
 
     def _catch_up_soon(self, channel: str, pattern: str | None = None) -> None:
         task_group = self._task_group
-        track = self._tracks_of(pattern).get(channel)
+        # Without creating the tracks of a pattern whose subscription has gone.
+        tracks = self._tracks if pattern is None else self._pattern_tracks.get(pattern, {})
+        track = tracks.get(channel)
         if track is None or task_group is None:
             return
         if track.catching is None:

@@ -478,7 +478,8 @@ def _values(cases: list[dict[str, Any]], target: str, n: int, mode: str, key: st
 
 
 def _median_ratio(a: list[float], b: list[float]) -> str:
-    if not a or not b:
+    # A short run (--smoke) can measure no CPU at all: /proc counts in 10 ms ticks.
+    if not a or not b or statistics.median(b) == 0:
         return "-"
     return f"{statistics.median(a) / statistics.median(b):.2f}x"
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -44,7 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -365,18 +366,10 @@ async def resume_case(
             return (await _acks(workers))[0] - acks0 >= n and await _numsub(pub) == 0
 
         await _wait(unsubscribed, 30, "every client's unsubscribe")
-        spy = None
-        if args.profile and rep == 0:
-            spy = run.start_profile(server.pid, logs / f"{tag}.replay")
-        try:
+        async with _profiled(args.profile and rep == 0, server.pid, logs / f"{tag}.replay", out):
             replay = await _replay(
                 cfg, server.pid, pub, script, factory, workers, m, m, n, False, args.replay_idle
             )
-        finally:
-            if spy is not None:
-                out["profile"] = await asyncio.to_thread(
-                    run.stop_profile, spy, logs / f"{tag}.replay"
-                )
         replay["of_live_rate"] = replay["deliveries_per_s"] / live["deliveries_per_s"]
         out["modes"]["replay"] = replay
         await run.settle(server.pid, timeout=10)
@@ -390,18 +383,11 @@ async def resume_case(
             return await _numsub(pub) == 0
 
         await _wait(gone, 30, "the server to drop the channel")
-        spy = None
-        if args.profile and rep == 0:
-            spy = run.start_profile(server.pid, logs / f"{tag}.reconnect")
-        try:
+        stem = logs / f"{tag}.reconnect"
+        async with _profiled(args.profile and rep == 0, server.pid, stem, out, "_reconnect"):
             again = await _replay(
                 cfg, server.pid, pub, script, factory, workers, 2 * m, m, n, True, args.replay_idle
             )
-        finally:
-            if spy is not None:
-                out["profile_reconnect"] = await asyncio.to_thread(
-                    run.stop_profile, spy, logs / f"{tag}.reconnect"
-                )
         again["of_live_rate"] = again["deliveries_per_s"] / live["deliveries_per_s"]
         out["modes"]["reconnect"] = again
         bad = [
@@ -475,6 +461,19 @@ def _values(cases: list[dict[str, Any]], target: str, n: int, mode: str, key: st
         if c.get("status") == "ok" and c["target"] == target and c["n"] == n
         and mode in c["modes"] and key in c["modes"][mode]
     ]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _profiled(
+    on: bool, pid: int, stem: Path, out: dict[str, Any], suffix: str = ""
+) -> AsyncIterator[None]:
+    """With ``on``, py-spy records ``pid`` meanwhile, its summary in ``out["profile" + suffix]``."""
+    spy = run.start_profile(pid, stem) if on else None
+    try:
+        yield
+    finally:
+        if spy is not None:
+            out["profile" + suffix] = await asyncio.to_thread(run.stop_profile, spy, stem)
 
 
 def _median_ratio(a: list[float], b: list[float]) -> str:

@@ -30,7 +30,7 @@ from wsbridge.backends.cluster import RedisClusterBackend
 from wsbridge.backends.redis import history_keys
 from wsbridge.broadcaster import Subscriber
 from wsbridge.client import Client, Event, Status
-from wsbridge.history import History, Position, parse_envelope
+from wsbridge.history import History, Page, Position, parse_envelope
 from wsbridge.schema import DeliveryKind, Registry
 from wsbridge.trading import EVENT_HISTORY
 
@@ -214,6 +214,16 @@ async def wait_until(predicate: Any, seconds: float = 20) -> None:
             await anyio.sleep(0.05)
 
 
+async def read_after_the_move(backend: RedisClusterBackend, channel: str) -> Page:
+    """The channel's history once the client's slot map knows its new owner (bounded)."""
+    with anyio.fail_after(scaled(20)):
+        while True:
+            try:
+                return await backend.read_history(channel, HISTORY, 0, 10)
+            except BrokerUnavailableError:  # the client's slot map catches up
+                await anyio.sleep(0.1)
+
+
 def replica_of(cluster: RedisCluster, master: RedisServer) -> RedisServer:
     """The running replica of ``master`` (``ROLE`` names its master's port)."""
     for node in cluster.nodes:
@@ -249,13 +259,7 @@ async def test_a_failover_ends_the_epoch_of_the_shard_channels(
             # Even a failover that loses nothing: the new master cannot know that.
             node.execute_command("CLUSTER", "FAILOVER")
         await wait_until(lambda: redis_cluster.owner(channel).port == replica.port)
-        with anyio.fail_after(scaled(20)):
-            while True:
-                try:
-                    page = await backend.read_history(channel, HISTORY, 0, 10)
-                    break
-                except BrokerUnavailableError:  # the client's slot map catches up
-                    await anyio.sleep(0.1)
+        page = await read_after_the_move(backend, channel)
         assert page.position.epoch != epoch
         assert page.position.offset == 0
         assert page.entries == []
@@ -522,13 +526,7 @@ async def test_a_migrated_slot_ends_the_epoch_on_its_new_owner(redis_cluster: Re
             # The history moved with its slot, still marked as the source's.
             assert node.hget(keys[1], "e") == first.epoch.encode()
             assert node.hget(keys[1], "w") == source_id.encode()
-        with anyio.fail_after(scaled(20)):
-            while True:
-                try:
-                    page = await backend.read_history(channel, HISTORY, 0, 10)
-                    break
-                except BrokerUnavailableError:  # the client's slot map catches up
-                    await anyio.sleep(0.1)
+        page = await read_after_the_move(backend, channel)
         assert redis_cluster.owner(channel).port == target.port
         assert page.position.epoch != first.epoch
         assert page.position.offset == 0

@@ -84,6 +84,17 @@ async def nothing_more(subscriber: Subscriber, b: Broadcaster, channel: str) -> 
     assert frame["data"] == {"marker": True}, frame
 
 
+async def published(b: Broadcaster, prefix: str, count: int, *, first: int = 0) -> tuple[str, str]:
+    """A new channel and its epoch, after ``count`` publications ``{"n": first}``, ..."""
+    channel = ch(prefix)
+    async with b.subscriber() as s:
+        position = (await s.subscribe([channel]))[channel].position
+    assert position is not None
+    for i in range(first, first + count):
+        await b.publish(channel, {"n": i})
+    return channel, position.epoch
+
+
 # -- the envelope --------------------------------------------------------------------
 
 
@@ -222,11 +233,7 @@ async def test_another_epoch_or_a_future_offset_is_not_recovered(bridge: Broadca
 
 
 async def test_beyond_the_replay_limit_is_not_recovered(bridge: Broadcaster) -> None:
-    channel = ch("ev:f")
-    async with bridge.subscriber() as s:
-        epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
-    for i in range(4):
-        await bridge.publish(channel, {"n": i})
+    channel, epoch = await published(bridge, "ev:f", 4)
     async with bridge.subscriber() as s:
         limited = await s.subscribe([channel], since={channel: Position(epoch, 0)}, max_replay=3)
         assert limited[channel].recovered is False
@@ -235,11 +242,7 @@ async def test_beyond_the_replay_limit_is_not_recovered(bridge: Broadcaster) -> 
 
 async def test_replay_goes_in_batches_through_a_small_outbox(broker: str) -> None:
     async with Broadcaster(broker, registry=registry(size=500)) as b:
-        channel = ch("ev:g")
-        async with b.subscriber() as s:
-            epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
-        for i in range(300):
-            await b.publish(channel, {"n": i})
+        channel, epoch = await published(b, "ev:g", 300)
         async with b.subscriber(max_messages=20) as s:
             got: list[int] = []
 
@@ -262,11 +265,7 @@ async def test_replay_goes_in_batches_through_a_small_outbox(broker: str) -> Non
 async def test_subscribers_resuming_the_same_events_share_their_frames(broker: str) -> None:
     # Each replayed event is decoded, checked and encoded once, not once per subscriber.
     async with Broadcaster(broker, registry=registry(size=50)) as b:
-        channel = ch("ev:s")
-        async with b.subscriber() as s:
-            epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
-        for i in range(10):
-            await b.publish(channel, {"n": i})
+        channel, epoch = await published(b, "ev:s", 10)
         replays = []
         for _ in range(2):
             async with b.subscriber() as s:
@@ -283,17 +282,6 @@ async def test_subscribers_resuming_the_same_events_share_their_frames(broker: s
         assert [json.loads(f.text)["offset"] for f in second] == list(range(1, 11))
         assert [json.loads(f.text)["data"]["n"] for f in second] == list(range(10))
         assert all(x is y for x, y in zip(first, second, strict=True))
-
-
-async def published(b: Broadcaster, prefix: str, count: int) -> tuple[str, str]:
-    """A new channel and its epoch, after ``count`` publications on it (``{"n": i}``)."""
-    channel = ch(prefix)
-    async with b.subscriber() as s:
-        position = (await s.subscribe([channel]))[channel].position
-    assert position is not None
-    for i in range(count):
-        await b.publish(channel, {"n": i})
-    return channel, position.epoch
 
 
 async def scripts_run(client: aioredis.Redis) -> int:
@@ -341,11 +329,7 @@ async def test_subscribers_resuming_together_while_events_are_published(broker: 
     # Subscriptions set up at the same time share their first history read: each still
     # gets every event once, in order, the live ones taking over where its replay ends.
     async with Broadcaster(broker, registry=registry(size=500)) as b:
-        channel = ch("ev:t")
-        async with b.subscriber() as s:
-            epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
-        for i in range(1, 121):
-            await b.publish(channel, {"n": i})
+        channel, epoch = await published(b, "ev:t", 120, first=1)
         total = 250
         results: list[list[int]] = []
 
@@ -465,11 +449,7 @@ async def test_more_concurrent_history_reads_than_connections_all_succeed(redis_
 
 async def test_a_client_that_cannot_take_its_replay_is_closed_4008(broker: str) -> None:
     async with Broadcaster(broker, registry=registry(size=500)) as b:
-        channel = ch("ev:h")
-        async with b.subscriber() as s:
-            epoch = (await s.subscribe([channel]))[channel].position.epoch  # type: ignore[union-attr]
-        for i in range(100):
-            await b.publish(channel, {"n": i})
+        channel, epoch = await published(b, "ev:h", 100)
         # DROP would drop replayed events; the default policy closes: never a silent gap.
         async with b.subscriber(max_messages=10) as s:
             with anyio.fail_after(scaled(30)):
